@@ -1,0 +1,1 @@
+"""Dataset families, installed as ``harness.datasets`` (never a top-level ``datasets``)."""

@@ -1,0 +1,1 @@
+"""Metric functions: small, pure, vectorised."""
