@@ -1,0 +1,46 @@
+# Everything a researcher runs. Variables: METHOD, PROFILE (quick|default|paper), SEEDS,
+# DATA, DATASET, DEVICES, ACCELERATOR, STRATEGY, NUM_NODES, PRECISION, MLFLOW_TRACKING_URI.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+METHOD ?= aurl
+PROFILE ?= default
+
+ARGS = --profile $(PROFILE) \
+	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATA),--data $(DATA)) \
+	$(if $(DATASET),--dataset $(DATASET)) $(if $(DEVICES),--devices $(DEVICES)) \
+	$(if $(ACCELERATOR),--accelerator $(ACCELERATOR)) $(if $(STRATEGY),--strategy $(STRATEGY)) \
+	$(if $(NUM_NODES),--num-nodes $(NUM_NODES)) $(if $(PRECISION),--precision $(PRECISION))
+
+.PHONY: setup bench report list ui test lint clean
+
+setup: $(STAMP)
+
+# torch first, from the pinned CPU wheel: an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+bench: setup
+	$(BIN)/harness bench $(METHOD) $(ARGS)
+
+report: setup
+	$(BIN)/harness report $(METHOD) $(ARGS)
+
+list: setup
+	$(BIN)/harness list
+
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port $${PORT:-5000}
+
+test: setup
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf .cache runs reports

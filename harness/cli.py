@@ -1,0 +1,122 @@
+"""``harness``: list, bench, report. A user mistake ends with one line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+from typing import Any
+
+from harness import registry, spec
+from harness.errors import UserError
+
+
+def _trainer_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("accelerator", "devices", "strategy", "num_nodes", "precision", "max_epochs"):
+        v = getattr(args, name, None)
+        if v not in (None, ""):
+            out[name] = int(v) if isinstance(v, str) and v.isdigit() else v
+    return out
+
+
+def _load(args: argparse.Namespace) -> spec.Benchmark:
+    return spec.load(args.benchmark, profile=args.profile, seeds=args.seeds, data_dir=args.data,
+                     dataset=args.dataset, trainer=_trainer_overrides(args))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for kind in ("method", "dataset"):
+        print(f"{kind}s:")
+        for name, target, doc in registry.describe(kind):
+            print(f"  {name:<12} {target:<45} {doc}")
+    print("benchmarks:")
+    for b in spec.available():
+        print(f"  {b}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness import report
+    from harness.runner import Runner
+
+    bench = _load(args)
+    start = time.time()
+    runner = Runner(bench, uri=args.tracking_uri, run_dir=args.run_dir,
+                    progress=not args.no_progress)
+    print(f"benchmark {bench.name}, profile {bench.profile}: {len(bench.runs)} runs "
+          f"({len(bench.methods)} methods x {len(bench.datasets)} datasets x "
+          f"{len(bench.config['seeds'])} seeds); tracking {runner.uri}", flush=True)
+    parent, results = runner.run_all()
+    failed = [r for r in results if r.status == "failed"]
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    print(f"\nruns: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
+          f"in {time.time() - start:.0f} s", flush=True)
+    for r in failed:
+        print(f"  FAILED {r.spec.name}: {r.error} (MLflow run {r.run_id}, see error.txt)")
+    if not args.no_report:
+        path, md = report.write(bench, runner.uri, args.reports, run_id=parent)
+        print("\n" + md)
+        print(f"report: {path} (+ .tex, .csv, .png); MLflow run {parent}")
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness import report
+
+    bench = _load(args)
+    path, md = report.write(bench, args.tracking_uri, args.reports)
+    print(md)
+    print(f"report: {path} (+ .tex, .csv, .png)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="registered methods, datasets and benchmarks").set_defaults(
+        fn=cmd_list)
+    for name, fn, help_ in (("bench", cmd_bench, "run a benchmark and print its table"),
+                            ("report", cmd_report, "rebuild a benchmark's tables from MLflow")):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("benchmark", help="benchmark name (benchmarks/<name>.yaml) or a YAML path")
+        s.add_argument("--profile", default=os.environ.get("PROFILE") or "default")
+        s.add_argument("--seeds", type=int, default=None, help="number of seeds (0..n-1)")
+        s.add_argument("--data", default=None, help="directory with real data")
+        s.add_argument("--dataset", default=None, help="dataset label or real category name")
+        s.add_argument("--tracking-uri", default=None,
+                       help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+        s.add_argument("--reports", default="reports", help="output directory for tables")
+        s.add_argument("--run-dir", default="runs", help="checkpoint directory")
+        for t in ("accelerator", "devices", "strategy", "num_nodes", "precision", "max_epochs"):
+            s.add_argument(f"--{t.replace('_', '-')}", dest=t, default=None)
+        s.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        s.add_argument("--no-report", action="store_true", help="skip the table at the end")
+        s.set_defaults(fn=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import lightning.pytorch  # noqa: F401  (configures its loggers on import; quiet them after)
+
+    for noisy in ("lightning.pytorch", "lightning.fabric", "alembic", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    try:
+        return args.fn(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Comparison tables from MLflow: mean +- std over seeds, best in bold, paired tests.
+
+Writes ``reports/<benchmark>.md``, ``.tex``, ``.csv`` (columns exactly
+``benchmark,dataset,method,metric,mean,std,n``) and a bar chart per dataset, and
+logs them as artifacts of the given MLflow run.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from harness import registry, tracking
+from harness.runner import resolve_keys
+from harness.spec import Benchmark
+
+CSV_COLUMNS = ["benchmark", "dataset", "method", "metric", "mean", "std", "n"]
+
+
+@dataclass
+class Cell:
+    values: dict[int, float]  # seed -> value
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(list(self.values.values()))) if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        v = list(self.values.values())
+        return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+
+
+def collect(bench: Benchmark, uri: str | None = None) -> dict[tuple[str, str, str], Cell]:
+    """(dataset, method row, metric) -> per-seed test values of the benchmark's complete runs."""
+    mlf = tracking.client(tracking.tracking_uri(uri))
+    exp = mlf.get_experiment_by_name(bench.name)
+    cells: dict[tuple[str, str, str], Cell] = {}
+    if exp is None:
+        return cells
+    for spec, key in resolve_keys(bench):
+        runs = [r for r in tracking.runs_with_key(mlf, exp.experiment_id, key)
+                if tracking.is_complete(r)]
+        if not runs:
+            continue
+        metrics = runs[0].data.metrics
+        for m in bench.table:
+            value = metrics.get(f"test/{m}")
+            if value is not None:
+                cells.setdefault((spec.dataset_label, spec.label, m), Cell({})).values[
+                    spec.seed] = value
+    return cells
+
+
+def directions(bench: Benchmark) -> dict[str, str]:
+    """metric -> max|min, from the methods' ``metrics`` declarations (default max)."""
+    out: dict[str, str] = {}
+    for row in bench.methods.values():
+        cls = registry.load("method", row["method"])
+        out.update(getattr(cls, "metrics", {}))
+    return out
+
+
+def paired_tests(bench: Benchmark, cells: dict[tuple[str, str, str], Cell]
+                 ) -> list[dict[str, Any]]:
+    """Paired t-test over common seeds of each proposed row against the baselines of its group."""
+    rows = []
+    groups = {label: m.get("group", label) for label, m in bench.methods.items()}
+    for ds in bench.datasets:
+        for prop in bench.proposed:
+            for base, g in groups.items():
+                if base == prop or g != groups.get(prop):
+                    continue
+                for m in bench.table:
+                    a, b = cells.get((ds, prop, m)), cells.get((ds, base, m))
+                    if not a or not b:
+                        continue
+                    seeds = sorted(set(a.values) & set(b.values))
+                    x = np.array([a.values[s] for s in seeds])
+                    y = np.array([b.values[s] for s in seeds])
+                    p = math.nan
+                    if len(seeds) > 1 and np.any(x - y != 0):
+                        p = float(stats.ttest_rel(x, y).pvalue)
+                    rows.append({"dataset": ds, "method": prop, "baseline": base, "metric": m,
+                                 "delta": float((x - y).mean()) if len(seeds) else math.nan,
+                                 "p": p, "n": len(seeds)})
+    return rows
+
+
+def _best(cells: dict, ds: str, m: str, direction: str) -> set[str]:
+    """Rows holding the best mean (all of them when tied)."""
+    cand = {label: round(c.mean, 10) for (d, label, mm), c in cells.items()
+            if d == ds and mm == m and not math.isnan(c.mean)}
+    if not cand:
+        return set()
+    top = (max if direction == "max" else min)(cand.values())
+    return {label for label, v in cand.items() if v == top}
+
+
+def _fmt(x: float) -> str:
+    return "nan" if math.isnan(x) else (f"{x:.4f}" if abs(x) < 100 else f"{x:.1f}")
+
+
+def markdown(bench: Benchmark, cells: dict, tests: list[dict[str, Any]]) -> str:
+    dirs = directions(bench)
+    out = [f"# {bench.name} ({bench.profile} profile)", ""]
+    for ds in bench.datasets:
+        seeds = {c.n for (d, _, _), c in cells.items() if d == ds}
+        out += [f"## {ds}", "",
+                f"Test metrics, mean ± std over {'/'.join(map(str, sorted(seeds))) or 0} seeds; "
+                "best in bold (↑ higher is better, ↓ lower).", ""]
+        head = ["method"] + [f"{m} {'↓' if dirs.get(m) == 'min' else '↑'}" for m in bench.table]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        best = {m: _best(cells, ds, m, dirs.get(m, "max")) for m in bench.table}
+        for label in bench.methods:
+            row = [label]
+            for m in bench.table:
+                c = cells.get((ds, label, m))
+                s = f"{_fmt(c.mean)} ± {_fmt(c.std)}" if c else "–"
+                row.append(f"**{s}**" if c and label in best[m] else s)
+            out.append("| " + " | ".join(row) + " |")
+        ds_tests = [t for t in tests if t["dataset"] == ds]
+        if ds_tests:
+            out += ["", "Paired t-test over seeds (proposed − baseline; p two-sided):", "",
+                    "| proposed | baseline | " + " | ".join(bench.table) + " |",
+                    "|---|---|" + "---|" * len(bench.table)]
+            pairs = sorted({(t["method"], t["baseline"]) for t in ds_tests},
+                           key=lambda p: (list(bench.methods).index(p[0]),
+                                          list(bench.methods).index(p[1])))
+            for prop, base in pairs:
+                row = [prop, base]
+                for m in bench.table:
+                    t = next((t for t in ds_tests if (t["method"], t["baseline"], t["metric"])
+                              == (prop, base, m)), None)
+                    row.append("–" if t is None else
+                               f"{t['delta']:+.4f} (p={t['p']:.3f})" if not math.isnan(t["p"])
+                               else f"{t['delta']:+.4f}")
+                out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def latex(bench: Benchmark, cells: dict) -> str:
+    dirs = directions(bench)
+    out = []
+    esc = {"_": r"\_", "+": "+", "%": r"\%"}
+
+    def tex(s: str) -> str:
+        return "".join(esc.get(ch, ch) for ch in s)
+
+    for ds in bench.datasets:
+        out += [r"\begin{table}[t]", r"\centering", rf"\caption{{{tex(bench.name)}: {tex(ds)}}}",
+                r"\begin{tabular}{l" + "c" * len(bench.table) + "}", r"\toprule",
+                "method & " + " & ".join(tex(m) for m in bench.table) + r" \\", r"\midrule"]
+        best = {m: _best(cells, ds, m, dirs.get(m, "max")) for m in bench.table}
+        for label in bench.methods:
+            row = [tex(label)]
+            for m in bench.table:
+                c = cells.get((ds, label, m))
+                s = f"{_fmt(c.mean)} $\\pm$ {_fmt(c.std)}" if c else "--"
+                row.append(rf"\textbf{{{s}}}" if c and label in best[m] else s)
+            out.append(" & ".join(row) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(out)
+
+
+def bar_chart(bench: Benchmark, cells: dict, path: Path) -> list[Path]:
+    """One PNG per dataset: a panel per table metric, a bar per method with std error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    labels = list(bench.methods)
+    for ds in bench.datasets:
+        n = len(bench.table)
+        cols = min(4, n)
+        rows = math.ceil(n / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
+        for ax, m in zip(axes.flat, bench.table, strict=False):
+            means = [cells[(ds, lab, m)].mean if (ds, lab, m) in cells else 0 for lab in labels]
+            stds = [cells[(ds, lab, m)].std if (ds, lab, m) in cells else 0 for lab in labels]
+            colors = ["tab:red" if lab in bench.proposed else "tab:gray" for lab in labels]
+            ax.bar(range(len(labels)), means, yerr=stds, color=colors, capsize=2)
+            ax.set_title(m, fontsize=9)
+            ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+            ax.tick_params(axis="y", labelsize=7)
+        for ax in list(axes.flat)[n:]:
+            ax.axis("off")
+        fig.suptitle(f"{bench.name} — {ds} (mean ± std over seeds)", fontsize=10)
+        fig.tight_layout()
+        out = path if len(bench.datasets) == 1 else path.with_name(f"{path.stem}-{ds}.png")
+        fig.savefig(out, dpi=120)
+        plt.close(fig)
+        paths.append(out)
+    return paths
+
+
+def write(bench: Benchmark, uri: str | None = None, out_dir: str | Path = "reports",
+          run_id: str | None = None) -> tuple[Path, str]:
+    """Build every report file; log them to ``run_id`` (or a new report run). Returns (md path, md)."""
+    uri = tracking.tracking_uri(uri)
+    cells = collect(bench, uri)
+    tests = paired_tests(bench, cells)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown(bench, cells, tests)
+    files = [out / f"{bench.name}.md", out / f"{bench.name}.tex", out / f"{bench.name}.csv"]
+    files[0].write_text(md)
+    files[1].write_text(latex(bench, cells))
+    with open(files[2], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        for label in bench.methods:
+            for ds in bench.datasets:
+                for m in bench.table:
+                    c = cells.get((ds, label, m))
+                    if c:
+                        w.writerow([bench.name, ds, label, m, f"{c.mean:.6g}", f"{c.std:.6g}", c.n])
+    if cells:
+        files += bar_chart(bench, cells, out / f"{bench.name}.png")
+    mlf = tracking.client(uri)
+    if run_id is None:
+        exp_id = tracking.ensure_experiment(mlf, bench.name, uri)
+        run = mlf.create_run(exp_id, run_name=f"{bench.name}-report",
+                             tags={tracking.TAG_KIND: "report", "profile": bench.profile})
+        run_id = run.info.run_id
+        mlf.set_terminated(run_id, "FINISHED")
+    for f in files:
+        mlf.log_artifact(run_id, str(f), "report")
+    return files[0], md

@@ -1,0 +1,258 @@
+"""Expands a benchmark into runs and executes them with skip, resume and MLflow records.
+
+A run's key hashes everything that determines its result (method, parameters,
+dataset, its arguments and raw-data fingerprint, seed, Trainer settings). A key
+with a complete MLflow run is skipped; an incomplete one (killed, failed) is
+resumed into the same MLflow run from ``runs/<benchmark>/<key>/<stage>/last.ckpt``.
+
+Stage protocol: a method may declare ``stages = ("a", "b", ...)`` and a method
+``begin_stage(name)``; each stage is one ``Trainer.fit`` with its own checkpoint
+directory and metric prefix. After a stage the model continues from that stage's
+best checkpoint (selected on validation); a finished stage leaves a ``done``
+marker so a resumed run starts in the stage it was killed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from harness import registry, tracking
+from harness.errors import UserError
+from harness.spec import Benchmark, RunSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    key: str
+    run_id: str | None
+    status: str  # done | skipped | failed
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def make_datamodule(spec: RunSpec) -> L.LightningDataModule:
+    """Instantiate the run's dataset with its arguments and the run's seed."""
+    cls = registry.load("dataset", spec.dataset)
+    params = dict(spec.dataset_params)
+    params.setdefault("seed", spec.seed)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise UserError(f"dataset {spec.dataset!r} rejected its arguments: {exc}") from None
+
+
+def make_model(spec: RunSpec, dm: L.LightningDataModule) -> L.LightningModule:
+    """Instantiate the run's method from the dataset's metadata and the row's parameters."""
+    cls = registry.load("method", spec.method)
+    try:
+        return cls(dm.info, **spec.params)
+    except TypeError as exc:
+        raise UserError(f"method {spec.method!r} rejected its parameters: {exc}") from None
+
+
+def run_key(spec: RunSpec, dm: L.LightningDataModule) -> str:
+    dm.prepare_data()
+    version = str(getattr(registry.load("method", spec.method), "version", "1"))
+    return spec.key(dm.fingerprint(), version)
+
+
+class Runner:
+    """Runs a benchmark's runs one after another inside one parent MLflow run."""
+
+    def __init__(self, bench: Benchmark, uri: str | None = None, run_dir: str | Path = "runs",
+                 progress: bool = True):
+        self.bench = bench
+        self.uri = tracking.tracking_uri(uri)
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.mlf = tracking.client(self.uri)
+        self.experiment_id = tracking.ensure_experiment(self.mlf, bench.name, self.uri)
+        self.git = tracking.git_info()
+
+    # -- whole benchmark -------------------------------------------------------------------
+
+    def run_all(self) -> tuple[str, list[RunResult]]:
+        """Execute every run; returns the parent run id and one result per run."""
+        parent = self.mlf.create_run(
+            self.experiment_id, run_name=f"{self.bench.name}-{self.bench.profile}-"
+            f"{time.strftime('%Y%m%d-%H%M%S')}",
+            tags={tracking.TAG_KIND: "bench", "benchmark": self.bench.name,
+                  "profile": self.bench.profile, **self.git},
+        )
+        pid = parent.info.run_id
+        self.mlf.log_param(pid, "runs", len(self.bench.runs))
+        results: list[RunResult] = []
+        status = "FAILED"
+        start = time.time()
+        try:
+            for n, spec in enumerate(self.bench.runs, 1):
+                eta = ""
+                done = [r for r in results if r.status == "done"]
+                if done:
+                    per = sum(r.seconds for r in done) / len(done)
+                    left = (len(self.bench.runs) - n + 1) * per
+                    eta = f", about {math.ceil(left / 60)} min left"
+                print(f"[{n}/{len(self.bench.runs)}] {spec.name}{eta}", flush=True)
+                results.append(self.run_one(spec, pid))
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            self.mlf.log_metric(pid, "wall_seconds", time.time() - start)
+            self.mlf.set_terminated(pid, status)
+        return pid, results
+
+    # -- one run ---------------------------------------------------------------------------
+
+    def run_one(self, spec: RunSpec, parent_id: str | None = None) -> RunResult:
+        dm = make_datamodule(spec)
+        key = run_key(spec, dm)
+        previous = tracking.runs_with_key(self.mlf, self.experiment_id, key)
+        complete = [r for r in previous if tracking.is_complete(r)]
+        if complete:
+            print(f"    skipped: finished run {complete[0].info.run_id} has key {key}", flush=True)
+            return RunResult(spec, key, complete[0].info.run_id, "skipped")
+        if previous:
+            run_id = previous[0].info.run_id
+            self.mlf.update_run(run_id, "RUNNING")
+            print(f"    resuming run {run_id} (key {key})", flush=True)
+        else:
+            run_id = self._create_run(spec, key, dm, parent_id)
+        started = time.time()
+        try:
+            self._execute(spec, key, dm, run_id)
+        except UserError:
+            self.mlf.set_terminated(run_id, "FAILED")
+            raise
+        except KeyboardInterrupt:
+            self.mlf.set_terminated(run_id, "KILLED")
+            raise
+        except Exception as exc:  # one broken run must not lose the others
+            tb = traceback.format_exc()
+            log.error("run %s failed: %s", spec.name, exc)
+            self.mlf.set_tag(run_id, "harness.error", f"{type(exc).__name__}: {exc}"[:5000])
+            self.mlf.log_text(run_id, tb, "error.txt")
+            self.mlf.set_terminated(run_id, "FAILED")
+            return RunResult(spec, key, run_id, "failed", time.time() - started, str(exc))
+        seconds = time.time() - started
+        self.mlf.log_metric(run_id, "run_seconds", seconds)
+        self.mlf.set_tag(run_id, tracking.TAG_COMPLETE, "1")
+        self.mlf.set_terminated(run_id, "FINISHED")
+        return RunResult(spec, key, run_id, "done", seconds)
+
+    def _create_run(self, spec: RunSpec, key: str, dm: Any, parent_id: str | None) -> str:
+        tags = {
+            tracking.TAG_KEY: key, tracking.TAG_KIND: "run", "benchmark": spec.benchmark,
+            "method": spec.label, "method_entry": spec.method, "group": spec.group,
+            "dataset": spec.dataset_label, "seed": str(spec.seed),
+            "data_fingerprint": dm.fingerprint(), "devices": self._devices(spec), **self.git,
+        }
+        if parent_id:
+            tags["mlflow.parentRunId"] = parent_id
+        run = self.mlf.create_run(self.experiment_id, run_name=spec.name.replace(" | ", "-")
+                                  .replace(" ", ""), tags=tags)
+        rid = run.info.run_id
+        params = {"seed": spec.seed, "method": spec.params, "data": spec.dataset_params,
+                  "trainer": spec.trainer, "monitor": spec.monitor}
+        from mlflow.entities import Param
+
+        flat = tracking.flatten(params)
+        self.mlf.log_batch(rid, params=[Param(k, v) for k, v in flat.items()])
+        return rid
+
+    @staticmethod
+    def _devices(spec: RunSpec) -> str:
+        acc = spec.trainer.get("accelerator", "auto")
+        dev = spec.trainer.get("devices", "auto")
+        if acc in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+            return f"cuda x{dev} ({torch.cuda.get_device_name(0)})"
+        return f"cpu x{dev}"
+
+    def _execute(self, spec: RunSpec, key: str, dm: Any, run_id: str) -> None:
+        L.seed_everything(spec.seed, workers=True, verbose=False)
+        dm.setup("fit")
+        stats = getattr(getattr(dm, "info", None), "stats", None)
+        if stats:
+            from mlflow.entities import RunTag
+
+            self.mlf.log_batch(run_id, tags=[RunTag(f"data.{k}", str(v)) for k, v in stats.items()])
+        model = make_model(spec, dm)
+        stages = tuple(getattr(model, "stages", ("fit",)))
+        root = self.run_dir / spec.benchmark / key
+        best = None
+        for stage in stages:
+            if hasattr(model, "begin_stage"):
+                model.begin_stage(stage)
+            best = self._fit_stage(spec, model, dm, run_id, root / stage,
+                                   stage if len(stages) > 1 else "")
+            if best:
+                state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+                model.load_state_dict(state)
+        trainer = self._trainer(spec, run_id, root / "test", stages[-1] if len(stages) > 1 else "",
+                                callbacks=[])
+        trainer.test(model, datamodule=dm, verbose=False)
+
+    def _trainer(self, spec: RunSpec, run_id: str, root: Path, prefix: str,
+                 callbacks: list[Any]) -> L.Trainer:
+        kwargs = dict(spec.trainer)
+        kwargs.setdefault("num_sanity_val_steps", 0)
+        kwargs.setdefault("enable_model_summary", False)
+        kwargs.setdefault("log_every_n_steps", 10)
+        return L.Trainer(
+            logger=tracking.RunLogger(self.uri, run_id, prefix), callbacks=callbacks,
+            default_root_dir=str(root), enable_progress_bar=self.progress, **kwargs,
+        )
+
+    def _fit_stage(self, spec: RunSpec, model: L.LightningModule, dm: Any, run_id: str,
+                   root: Path, prefix: str) -> str | None:
+        """Fit one stage (resuming from its last checkpoint); return its best checkpoint path."""
+        done = root / "done"
+        best = root / "best.ckpt"
+        if done.exists():
+            print(f"    stage {prefix or 'fit'} already done, loading {best}", flush=True)
+            return str(best) if best.exists() else None
+        root.mkdir(parents=True, exist_ok=True)
+        ckpt = ModelCheckpoint(dirpath=root, filename="best", monitor=spec.monitor, mode=spec.mode,
+                               save_last=True, save_top_k=1, enable_version_counter=False)
+        callbacks: list[Any] = [ckpt]
+        if spec.early_stopping:
+            callbacks.append(EarlyStopping(monitor=spec.monitor, mode=spec.mode,
+                                           **spec.early_stopping))
+        last = root / "last.ckpt"
+        resume = str(last) if last.exists() else None
+        if resume:
+            epoch = torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1)
+            print(f"    resuming from {last} (epoch {epoch + 1} done)", flush=True)
+            self.mlf.set_tag(run_id, "harness.resumed_from", f"{last}@epoch{epoch + 1}")
+        trainer = self._trainer(spec, run_id, root, prefix, callbacks)
+        trainer.fit(model, datamodule=dm, ckpt_path=resume)
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        done.touch()
+        return ckpt.best_model_path or (str(best) if best.exists() else None)
+
+
+def resolve_keys(bench: Benchmark) -> list[tuple[RunSpec, str]]:
+    """Each run of the benchmark with its key (prepares data to fingerprint it)."""
+    dms: dict[str, Any] = {}
+    out = []
+    for spec in bench.runs:
+        sig = f"{spec.dataset}:{spec.dataset_params}"
+        if sig not in dms:
+            dms[sig] = make_datamodule(spec)
+        out.append((spec, run_key(spec, dms[sig])))
+    return out

@@ -1,0 +1,204 @@
+"""Benchmark specifications: one YAML per benchmark, expanded into runs.
+
+A benchmark YAML names the method rows (each an entry point plus parameters), the
+datasets (each a dataset entry point plus parameters), the seeds, the validation
+metric that selects checkpoints and hyperparameters, the table metrics, Trainer
+settings, and profiles. A profile is a partial YAML deep-merged over the base:
+that is the only layer of precedence, plus the few explicit command-line
+overrides (seeds, data directory, Trainer settings). What a run will do is thus
+readable from one file and the method's signature.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import UserError
+
+PROFILES = ("quick", "default", "paper")
+_TOP_KEYS = {
+    "name", "description", "proposed", "methods", "datasets", "seeds", "monitor", "table",
+    "trainer", "early_stopping", "profiles", "requires_data",
+}
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``over`` merged in; nested dicts merge, everything else replaces."""
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """Hash of a JSON-able object, independent of dict order."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: a method row on one dataset with one seed."""
+
+    benchmark: str
+    label: str
+    method: str
+    params: dict[str, Any]
+    group: str
+    dataset_label: str
+    dataset: str
+    dataset_params: dict[str, Any]
+    seed: int
+    trainer: dict[str, Any]
+    monitor: str
+    mode: str
+    early_stopping: dict[str, Any] | None = None
+
+    def key(self, data_fingerprint: str, method_version: str = "1") -> str:
+        """Hash of everything that determines the result (not tracking or display fields)."""
+        return stable_hash({
+            "method": self.method, "params": self.params, "dataset": self.dataset,
+            "dataset_params": self.dataset_params, "data": data_fingerprint, "seed": self.seed,
+            "trainer": self.trainer, "monitor": [self.monitor, self.mode],
+            "early_stopping": self.early_stopping, "version": method_version,
+        })
+
+    @property
+    def name(self) -> str:
+        return f"{self.label} | {self.dataset_label} | seed {self.seed}"
+
+
+@dataclass
+class Benchmark:
+    """A benchmark with one profile applied."""
+
+    name: str
+    profile: str
+    config: dict[str, Any]
+    path: Path
+    runs: list[RunSpec] = field(default_factory=list)
+
+    @property
+    def proposed(self) -> list[str]:
+        return list(self.config.get("proposed", []))
+
+    @property
+    def table(self) -> list[str]:
+        return list(self.config["table"])
+
+    @property
+    def methods(self) -> dict[str, dict[str, Any]]:
+        return self.config["methods"]
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(self.config["datasets"])
+
+
+def benchmarks_dir() -> Path:
+    """``./benchmarks`` if it exists, else the one beside the installed sources."""
+    here = Path.cwd() / "benchmarks"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in benchmarks_dir().glob("*.yaml"))
+
+
+def load(
+    name: str,
+    profile: str = "default",
+    seeds: int | None = None,
+    data_dir: str | None = None,
+    dataset: str | None = None,
+    trainer: dict[str, Any] | None = None,
+    tuned: dict[str, dict[str, Any]] | None = None,
+) -> Benchmark:
+    """Read ``benchmarks/<name>.yaml`` (or a YAML path), apply a profile and overrides, expand runs.
+
+    ``tuned`` maps a dataset label to method-row parameter overrides (from a sweep).
+    """
+    path = Path(name) if name.endswith((".yaml", ".yml")) else benchmarks_dir() / f"{name}.yaml"
+    if not path.exists():
+        raise UserError(
+            f"no benchmark {name!r} (looked for {path}); available: {', '.join(available())}"
+        )
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise UserError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+    profiles = raw.pop("profiles", {}) or {}
+    if profile not in profiles and profile != "default":
+        raise UserError(
+            f"unknown profile {profile!r} for benchmark {path.stem}; "
+            f"choose one of {', '.join(sorted(set(profiles) | {'default'}))}"
+        )
+    cfg = deep_merge(raw, profiles.get(profile) or {})
+    cfg.setdefault("name", path.stem)
+    for req in ("methods", "datasets", "monitor", "table"):
+        if req not in cfg:
+            raise UserError(f"{path}: missing required key {req!r}")
+    if data_dir is not None:
+        cfg["datasets"] = _real_data(cfg["datasets"], data_dir, dataset)
+    elif dataset is not None:
+        if dataset not in cfg["datasets"]:
+            raise UserError(
+                f"benchmark {cfg['name']} has no dataset {dataset!r}; it has "
+                f"{', '.join(cfg['datasets'])} (give DATA=/path to read a real category)"
+            )
+        cfg["datasets"] = {dataset: cfg["datasets"][dataset]}
+    elif cfg.get("requires_data"):
+        raise UserError(
+            f"profile {profile!r} of {cfg['name']} runs on real data: pass DATA=/path/to/dir "
+            "DATASET=<category> (make) or --data/--dataset (harness)"
+        )
+    if seeds is not None:
+        cfg["seeds"] = list(range(seeds))
+    elif isinstance(cfg.get("seeds", 3), int):
+        cfg["seeds"] = list(range(cfg.get("seeds", 3)))
+    if trainer:
+        cfg["trainer"] = deep_merge(cfg.get("trainer", {}), trainer)
+    mon = cfg["monitor"]
+    if not isinstance(mon, dict) or "metric" not in mon or mon.get("mode") not in ("max", "min"):
+        raise UserError(f"{path}: monitor must be {{metric: val/<name>, mode: max|min}}")
+    bench = Benchmark(name=cfg["name"], profile=profile, config=cfg, path=path)
+    for ds_label, ds in cfg["datasets"].items():
+        for label, m in cfg["methods"].items():
+            if "method" not in m:
+                raise UserError(f"{path}: method row {label!r} needs a 'method' entry point name")
+            params = dict(m.get("params") or {})
+            if tuned and ds_label in tuned and label in tuned[ds_label]:
+                params.update(tuned[ds_label][label])
+            ds_params = deep_merge(ds.get("params") or {}, m.get("data_params") or {})
+            for seed in cfg["seeds"]:
+                bench.runs.append(RunSpec(
+                    benchmark=bench.name, label=label, method=m["method"], params=params,
+                    group=m.get("group", label), dataset_label=ds_label,
+                    dataset=ds["dataset"], dataset_params=ds_params, seed=int(seed),
+                    trainer=dict(cfg.get("trainer") or {}), monitor=mon["metric"],
+                    mode=mon["mode"], early_stopping=cfg.get("early_stopping"),
+                ))
+    return bench
+
+
+def _real_data(datasets: dict[str, Any], data_dir: str, category: str | None) -> dict[str, Any]:
+    """Replace the benchmark's datasets by one real category read from ``data_dir``."""
+    if not category:
+        raise UserError("DATA was given without DATASET: name the category, e.g. DATASET=Books")
+    if not Path(data_dir).expanduser().is_dir():
+        raise UserError(f"data directory {data_dir} does not exist")
+    first = next(iter(datasets.values()))
+    params = {k: v for k, v in (first.get("params") or {}).items() if k != "synthetic"}
+    params.update(data_dir=str(Path(data_dir).expanduser().resolve()), category=category)
+    return {category: {"dataset": first["dataset"], "params": params}}
