@@ -32,9 +32,9 @@ from typing import Any
 import lightning.pytorch as L
 import numpy as np
 import torch
-from harness.datasets import amazon_readers as ar
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from harness.datasets import amazon_readers as ar
 from harness.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class SyntheticConfig:
     n_topics: int = 20
     mean_activity: float = 16.0  # mean interactions per user (log-normal, min 5)
     activity_sigma: float = 0.8
-    popularity_alpha: float = 1.1  # Pareto shape of item popularity (smaller = longer tail)
+    popularity_alpha: float = 0.9  # Pareto shape of item popularity (smaller = longer tail)
     exposure_noise: float = 0.25  # share of interactions drawn from global popularity alone
     seed: int = 0
 
@@ -97,6 +97,8 @@ def synthetic_interactions(cfg: SyntheticConfig) -> dict[str, np.ndarray]:
         in_topic = (item_topic == main[u]) | (has_second[u] & (item_topic == second[u]))
         # mixture: (1 - noise) * topic-restricted popularity + noise * global popularity
         p_topic = np.where(in_topic, popularity, 0.0)
+        if p_topic.sum() == 0:  # a topic without items (tiny catalogues)
+            p_topic = popularity
         p = (1 - cfg.exposure_noise) * p_topic / p_topic.sum() + cfg.exposure_noise * popularity
         keys = np.log(p + 1e-300) + rng.gumbel(size=cfg.n_items)
         chosen = np.argpartition(-keys, activity[u])[: activity[u]]

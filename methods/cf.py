@@ -20,9 +20,9 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
-from harness.datasets.amazon import RecData
 from torch import Tensor, nn
 
+from harness.datasets.amazon import RecData
 from harness.metrics import ranking as rk
 
 
@@ -83,8 +83,10 @@ class LightGCN(nn.Module):
     def adjacency(self, device: torch.device) -> Tensor:
         if device not in self._adj:
             idx, vals, n = self._coo
-            coo = torch.sparse_coo_tensor(idx, vals, (n, n)).coalesce()
-            self._adj[device] = coo.to_sparse_csr().to(device)
+            # built outside inference mode so a matrix first made during validation can train
+            with torch.inference_mode(False):
+                coo = torch.sparse_coo_tensor(idx, vals, (n, n), check_invariants=False).coalesce()
+                self._adj[device] = coo.to_sparse_csr().to(device)
         return self._adj[device]
 
     def forward(self) -> tuple[Tensor, Tensor]:

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
 from harness.datasets.amazon import RecData
 from harness.methods.cf import CFRecommender
-from torch import Tensor
 
 
 def alignment(x: Tensor, y: Tensor) -> Tensor:

@@ -1,0 +1,33 @@
+"""User mistakes end with exit code 2 and one line saying what to do, never a traceback."""
+
+import pytest
+
+from harness.cli import main
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["bench", "nosuchbench"], "no benchmark 'nosuchbench'"),
+    (["bench", "aurl", "--profile", "huge"], "unknown profile 'huge'"),
+    (["bench", "aurl", "--profile", "paper"], "runs on real data"),
+    (["bench", "aurl", "--dataset", "nope"], "has no dataset 'nope'"),
+    (["bench", "aurl", "--data", "/nonexistent/dir", "--dataset", "Books"], "does not exist"),
+])
+def test_user_errors(workdir, capsys, argv, needle):
+    assert main(argv + ["--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and needle in err[0]
+
+
+def test_unknown_method_in_yaml(workdir, capsys):
+    (workdir / "b.yaml").write_text(
+        "methods: {x: {method: nosuchmethod}}\n"
+        "datasets: {d: {dataset: amazon, params: {synthetic: {n_users: 100, n_items: 80}}}}\n"
+        "monitor: {metric: val/recall_20, mode: max}\ntable: [recall_20]\nseeds: 1\n")
+    assert main(["bench", str(workdir / "b.yaml"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'nosuchmethod'" in err and "aurl" in err
+
+
+def test_file_store_uri_is_refused(workdir, capsys):
+    assert main(["bench", "aurl", "--profile", "quick", "--tracking-uri", "file:./mlruns"]) == 2
+    assert "file store" in capsys.readouterr().err
