@@ -107,8 +107,10 @@ def _best(cells: dict, ds: str, m: str, direction: str) -> set[str]:
     return {label for label, v in cand.items() if v == top}
 
 
-def _fmt(x: float) -> str:
-    return "nan" if math.isnan(x) else (f"{x:.4f}" if abs(x) < 100 else f"{x:.1f}")
+def _fmt(x: float, like: float | None = None) -> str:
+    """4 decimals, or 1 for magnitudes of 100 and more (decided by ``like`` when given)."""
+    ref = x if like is None else like
+    return "nan" if math.isnan(x) else (f"{x:.4f}" if abs(ref) < 100 else f"{x:.1f}")
 
 
 def markdown(bench: Benchmark, cells: dict, tests: list[dict[str, Any]]) -> str:
@@ -126,7 +128,7 @@ def markdown(bench: Benchmark, cells: dict, tests: list[dict[str, Any]]) -> str:
             row = [label]
             for m in bench.table:
                 c = cells.get((ds, label, m))
-                s = f"{_fmt(c.mean)} ± {_fmt(c.std)}" if c else "–"
+                s = f"{_fmt(c.mean)} ± {_fmt(c.std, c.mean)}" if c else "–"
                 row.append(f"**{s}**" if c and label in best[m] else s)
             out.append("| " + " | ".join(row) + " |")
         ds_tests = [t for t in tests if t["dataset"] == ds]
@@ -167,7 +169,7 @@ def latex(bench: Benchmark, cells: dict) -> str:
             row = [tex(label)]
             for m in bench.table:
                 c = cells.get((ds, label, m))
-                s = f"{_fmt(c.mean)} $\\pm$ {_fmt(c.std)}" if c else "--"
+                s = f"{_fmt(c.mean)} $\\pm$ {_fmt(c.std, c.mean)}" if c else "--"
                 row.append(rf"\textbf{{{s}}}" if c and label in best[m] else s)
             out.append(" & ".join(row) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
