@@ -214,21 +214,22 @@ def _csr(user: np.ndarray, item: np.ndarray, n_users: int) -> tuple[torch.Tensor
 
 
 class _TrainBatches(Dataset):
-    """Batch ``b`` of an epoch: (users, positive items, sampled negative items).
+    """One rank's share of global batch ``b``: (users, positive items, sampled negatives).
 
     Negatives are uniform over items, resampled while they hit the user's training
-    items. Indices come from :class:`_EpochBatchSampler`.
+    items. They are drawn for the whole global batch from the batch's own seed and then
+    sliced, so N ranks together see exactly the batch one process would.
     """
 
-    def __init__(self, user: np.ndarray, item: np.ndarray, n_items: int, seed: int):
-        self.user, self.item, self.n_items, self.seed = user, item, n_items, seed
+    def __init__(self, user: np.ndarray, item: np.ndarray, n_items: int):
+        self.user, self.item, self.n_items = user, item, n_items
         self.known = np.sort(user.astype(np.int64) * n_items + item)
 
     def __len__(self) -> int:
         return len(self.user)
 
-    def __getitem__(self, key: tuple[tuple[int, int, int], np.ndarray]) -> tuple[torch.Tensor, ...]:
-        batch_seed, idx = key
+    def __getitem__(self, key: tuple[tuple[int, ...], np.ndarray, slice]) -> tuple[torch.Tensor, ...]:
+        batch_seed, idx, share = key
         rng = np.random.default_rng(list(batch_seed))
         u, i = self.user[idx], self.item[idx]
         neg = rng.integers(0, self.n_items, len(idx))
@@ -239,14 +240,19 @@ class _TrainBatches(Dataset):
             if not clash.any():
                 break
             neg[clash] = rng.integers(0, self.n_items, int(clash.sum()))
-        return torch.from_numpy(u), torch.from_numpy(i), torch.from_numpy(neg)
+        return tuple(torch.from_numpy(np.ascontiguousarray(a[share])) for a in (u, i, neg))
 
 
 class _EpochBatchSampler(Sampler):
-    """Yields ``(seed, row indices)`` per batch; a fresh permutation each epoch via ``set_epoch``."""
+    """Yields ``(seed, global batch rows, this rank's slice)``; a fresh permutation per epoch.
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+    Every rank walks the same permutation and takes a strided share of each global
+    batch, so ``batch_size`` stays the global batch size under DDP.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
+        self.rank, self.world = rank, world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -256,8 +262,10 @@ class _EpochBatchSampler(Sampler):
 
     def __iter__(self):
         perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        share = slice(self.rank, None, self.world)
         for b in range(len(self)):
-            yield (self.seed, self.epoch, b), perm[b * self.batch_size : (b + 1) * self.batch_size]
+            rows = perm[b * self.batch_size : (b + 1) * self.batch_size]
+            yield (self.seed, self.epoch, b), rows, share
 
 
 class AmazonDataModule(L.LightningDataModule):
@@ -271,6 +279,9 @@ class AmazonDataModule(L.LightningDataModule):
     """
 
     family = "recommendation"
+    #: the loaders shard themselves across ranks (exactly, without padding), so the
+    #: runner turns Lightning's automatic DistributedSampler off for this dataset
+    shards_itself = True
 
     def __init__(
         self,
@@ -413,14 +424,20 @@ class AmazonDataModule(L.LightningDataModule):
 
     # -- loaders ------------------------------------------------------------------------
 
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def train_dataloader(self) -> DataLoader:
         d = self.info
-        ds = _TrainBatches(d.train_user.numpy(), d.train_item.numpy(), d.n_items, self.seed)
-        sampler = _EpochBatchSampler(len(ds), self.batch_size, self.seed)
+        ds = _TrainBatches(d.train_user.numpy(), d.train_item.numpy(), d.n_items)
+        sampler = _EpochBatchSampler(len(ds), self.batch_size, self.seed, *self._rank_world())
         return DataLoader(ds, sampler=sampler, batch_size=None)
 
     def _users_loader(self, indptr: torch.Tensor) -> DataLoader:
-        users = torch.nonzero(indptr[1:] > indptr[:-1]).flatten()
+        """Users with something to predict; each rank takes a disjoint strided share."""
+        rank, world = self._rank_world()
+        users = torch.nonzero(indptr[1:] > indptr[:-1]).flatten()[rank::world]
         return DataLoader(users, batch_size=self.eval_batch_size, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:

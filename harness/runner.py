@@ -202,16 +202,18 @@ class Runner:
             if best:
                 state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
                 model.load_state_dict(state)
-        trainer = self._trainer(spec, run_id, root / "test", stages[-1] if len(stages) > 1 else "",
+        trainer = self._trainer(spec, dm, run_id, root / "test", stages[-1] if len(stages) > 1 else "",
                                 callbacks=[])
         trainer.test(model, datamodule=dm, verbose=False)
 
-    def _trainer(self, spec: RunSpec, run_id: str, root: Path, prefix: str,
+    def _trainer(self, spec: RunSpec, dm: Any, run_id: str, root: Path, prefix: str,
                  callbacks: list[Any]) -> L.Trainer:
         kwargs = dict(spec.trainer)
         kwargs.setdefault("num_sanity_val_steps", 0)
         kwargs.setdefault("enable_model_summary", False)
         kwargs.setdefault("log_every_n_steps", 10)
+        if getattr(dm, "shards_itself", False):
+            kwargs["use_distributed_sampler"] = False
         return L.Trainer(
             logger=tracking.RunLogger(self.uri, run_id, prefix), callbacks=callbacks,
             default_root_dir=str(root), enable_progress_bar=self.progress, **kwargs,
@@ -238,7 +240,7 @@ class Runner:
             epoch = torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1)
             print(f"    resuming from {last} (epoch {epoch + 1} done)", flush=True)
             self.mlf.set_tag(run_id, "harness.resumed_from", f"{last}@epoch{epoch + 1}")
-        trainer = self._trainer(spec, run_id, root, prefix, callbacks)
+        trainer = self._trainer(spec, dm, run_id, root, prefix, callbacks)
         trainer.fit(model, datamodule=dm, ckpt_path=resume)
         if trainer.interrupted:
             raise KeyboardInterrupt
