@@ -1,5 +1,6 @@
 # Everything a researcher runs. Variables: METHOD, PROFILE (quick|default|paper), SEEDS,
-# DATA, DATASET, DEVICES, ACCELERATOR, STRATEGY, NUM_NODES, PRECISION, MLFLOW_TRACKING_URI.
+# DATA, DATASET, DEVICES, ACCELERATOR, STRATEGY, NUM_NODES, PRECISION, TUNED=1,
+# TRIALS and ROW (sweep), MLFLOW_TRACKING_URI, OPTUNA_STORAGE.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -11,9 +12,11 @@ ARGS = --profile $(PROFILE) \
 	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATA),--data $(DATA)) \
 	$(if $(DATASET),--dataset $(DATASET)) $(if $(DEVICES),--devices $(DEVICES)) \
 	$(if $(ACCELERATOR),--accelerator $(ACCELERATOR)) $(if $(STRATEGY),--strategy $(STRATEGY)) \
-	$(if $(NUM_NODES),--num-nodes $(NUM_NODES)) $(if $(PRECISION),--precision $(PRECISION))
+	$(if $(NUM_NODES),--num-nodes $(NUM_NODES)) $(if $(PRECISION),--precision $(PRECISION)) \
+	$(if $(filter 1 yes true,$(TUNED)),--tuned)
+TRIALS ?= 20
 
-.PHONY: setup bench report list ui test lint clean
+.PHONY: setup bench report sweep dashboard list ui test lint clean
 
 setup: $(STAMP)
 
@@ -29,6 +32,12 @@ bench: setup
 
 report: setup
 	$(BIN)/harness report $(METHOD) $(ARGS)
+
+sweep: setup
+	$(BIN)/harness sweep $(METHOD) $(ARGS) --trials $(TRIALS) $(if $(ROW),--row $(ROW))
+
+dashboard: setup
+	$(BIN)/optuna-dashboard $${OPTUNA_STORAGE:-sqlite:///optuna.db} --host 127.0.0.1 --port $${PORT:-8080}
 
 list: setup
 	$(BIN)/harness list

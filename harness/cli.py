@@ -23,9 +23,15 @@ def _trainer_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _load(args: argparse.Namespace) -> spec.Benchmark:
+def _load(args: argparse.Namespace, dataset_filter: bool = True) -> spec.Benchmark:
+    tuned = None
+    if getattr(args, "tuned", False):
+        from harness import sweep
+
+        tuned = sweep.load_tuned(spec.load(args.benchmark, profile=args.profile))
     return spec.load(args.benchmark, profile=args.profile, seeds=args.seeds, data_dir=args.data,
-                     dataset=args.dataset, trainer=_trainer_overrides(args))
+                     dataset=args.dataset if dataset_filter else None,
+                     trainer=_trainer_overrides(args), tuned=tuned)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -74,13 +80,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness import sweep
+
+    bench = _load(args)
+    row = args.row or (bench.proposed[0] if bench.proposed else next(iter(bench.methods)))
+    dataset = args.dataset if args.dataset in bench.datasets else bench.datasets[0]
+    out = sweep.sweep(bench, row, dataset, args.trials, storage=args.storage,
+                      uri=args.tracking_uri, progress=not args.no_progress)
+    c = out["counts"]
+    print(f"study {out['study']} in {out['storage']}: {c['complete']} complete, {c['pruned']} "
+          f"pruned, {c['fail']} failed trials")
+    print(f"best {bench.config['monitor']['metric']} = {out['best_value']:.6g} with "
+          f"{out['best_params']}")
+    print(f"written to {out['path']}; use it with `make bench METHOD={bench.name} TUNED=1`")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="registered methods, datasets and benchmarks").set_defaults(
         fn=cmd_list)
     for name, fn, help_ in (("bench", cmd_bench, "run a benchmark and print its table"),
-                            ("report", cmd_report, "rebuild a benchmark's tables from MLflow")):
+                            ("report", cmd_report, "rebuild a benchmark's tables from MLflow"),
+                            ("sweep", cmd_sweep, "tune a method row with an Optuna study")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("benchmark", help="benchmark name (benchmarks/<name>.yaml) or a YAML path")
         s.add_argument("--profile", default=os.environ.get("PROFILE") or "default")
@@ -95,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument(f"--{t.replace('_', '-')}", dest=t, default=None)
         s.add_argument("--no-progress", action="store_true", help="hide progress bars")
         s.add_argument("--no-report", action="store_true", help="skip the table at the end")
+        s.add_argument("--tuned", action="store_true",
+                       help="use the parameters in benchmarks/tuned/<benchmark>-<dataset>.yaml")
+        if name == "sweep":
+            s.add_argument("--row", default=None, help="method row to tune (default: first proposed)")
+            s.add_argument("--trials", type=int, default=20, help="finished trials the study should hold")
+            s.add_argument("--storage", default=None,
+                           help="Optuna storage URL (default $OPTUNA_STORAGE or sqlite:///optuna.db)")
         s.set_defaults(fn=fn)
     return p
 
@@ -108,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
     try:
         return args.fn(args)
     except UserError as exc:

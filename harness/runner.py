@@ -41,6 +41,7 @@ class RunResult:
     status: str  # done | skipped | failed
     seconds: float = 0.0
     error: str | None = None
+    best_score: float | None = None  # best validation value of the monitored metric
 
 
 def make_datamodule(spec: RunSpec) -> L.LightningDataModule:
@@ -118,28 +119,42 @@ class Runner:
 
     # -- one run ---------------------------------------------------------------------------
 
-    def run_one(self, spec: RunSpec, parent_id: str | None = None) -> RunResult:
+    def run_one(self, spec: RunSpec, parent_id: str | None = None, callbacks: list[Any] = (),
+                reraise: tuple[type[BaseException], ...] = (), tags: dict[str, str] | None = None
+                ) -> RunResult:
+        """Run (or skip, or resume) one run. ``callbacks`` join the Trainer's; exceptions of
+        the ``reraise`` types (a pruned trial) end the run as KILLED and propagate."""
         dm = make_datamodule(spec)
         key = run_key(spec, dm)
         previous = tracking.runs_with_key(self.mlf, self.experiment_id, key)
         complete = [r for r in previous if tracking.is_complete(r)]
+        best_key = f"best/{spec.monitor}"
         if complete:
-            print(f"    skipped: finished run {complete[0].info.run_id} has key {key}", flush=True)
-            return RunResult(spec, key, complete[0].info.run_id, "skipped")
+            run = complete[0]
+            print(f"    skipped: finished run {run.info.run_id} has key {key}", flush=True)
+            return RunResult(spec, key, run.info.run_id, "skipped",
+                             best_score=run.data.metrics.get(best_key))
         if previous:
             run_id = previous[0].info.run_id
             self.mlf.update_run(run_id, "RUNNING")
             print(f"    resuming run {run_id} (key {key})", flush=True)
         else:
             run_id = self._create_run(spec, key, dm, parent_id)
+        for k, v in (tags or {}).items():
+            self.mlf.set_tag(run_id, k, v)
         started = time.time()
         try:
-            self._execute(spec, key, dm, run_id)
+            best = self._execute(spec, key, dm, run_id, list(callbacks))
         except UserError:
             self.mlf.set_terminated(run_id, "FAILED")
             raise
         except KeyboardInterrupt:
             self.mlf.set_terminated(run_id, "KILLED")
+            raise
+        except reraise as exc:
+            self.mlf.set_tag(run_id, "harness.stopped", f"{type(exc).__name__}: {exc}"[:5000])
+            self.mlf.set_terminated(run_id, "KILLED")
+            exc.run_id = run_id  # type: ignore[attr-defined]
             raise
         except Exception as exc:  # one broken run must not lose the others
             tb = traceback.format_exc()
@@ -150,9 +165,11 @@ class Runner:
             return RunResult(spec, key, run_id, "failed", time.time() - started, str(exc))
         seconds = time.time() - started
         self.mlf.log_metric(run_id, "run_seconds", seconds)
+        if best is not None:
+            self.mlf.log_metric(run_id, best_key, best)
         self.mlf.set_tag(run_id, tracking.TAG_COMPLETE, "1")
         self.mlf.set_terminated(run_id, "FINISHED")
-        return RunResult(spec, key, run_id, "done", seconds)
+        return RunResult(spec, key, run_id, "done", seconds, best_score=best)
 
     def _create_run(self, spec: RunSpec, key: str, dm: Any, parent_id: str | None) -> str:
         tags = {
@@ -182,7 +199,9 @@ class Runner:
             return f"cuda x{dev} ({torch.cuda.get_device_name(0)})"
         return f"cpu x{dev}"
 
-    def _execute(self, spec: RunSpec, key: str, dm: Any, run_id: str) -> None:
+    def _execute(self, spec: RunSpec, key: str, dm: Any, run_id: str,
+                 extra_callbacks: list[Any]) -> float | None:
+        """Fit every stage, then test; returns the last stage's best validation score."""
         L.seed_everything(spec.seed, workers=True, verbose=False)
         dm.setup("fit")
         stats = getattr(getattr(dm, "info", None), "stats", None)
@@ -193,18 +212,19 @@ class Runner:
         model = make_model(spec, dm)
         stages = tuple(getattr(model, "stages", ("fit",)))
         root = self.run_dir / spec.benchmark / key
-        best = None
+        score = None
         for stage in stages:
             if hasattr(model, "begin_stage"):
                 model.begin_stage(stage)
-            best = self._fit_stage(spec, model, dm, run_id, root / stage,
-                                   stage if len(stages) > 1 else "")
+            best, score = self._fit_stage(spec, model, dm, run_id, root / stage,
+                                          stage if len(stages) > 1 else "", extra_callbacks)
             if best:
-                state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-                model.load_state_dict(state)
+                state = torch.load(best, map_location="cpu", weights_only=False)
+                model.load_state_dict(state["state_dict"])
         trainer = self._trainer(spec, dm, run_id, root / "test", stages[-1] if len(stages) > 1 else "",
                                 callbacks=[])
         trainer.test(model, datamodule=dm, verbose=False)
+        return score
 
     def _trainer(self, spec: RunSpec, dm: Any, run_id: str, root: Path, prefix: str,
                  callbacks: list[Any]) -> L.Trainer:
@@ -220,17 +240,21 @@ class Runner:
         )
 
     def _fit_stage(self, spec: RunSpec, model: L.LightningModule, dm: Any, run_id: str,
-                   root: Path, prefix: str) -> str | None:
-        """Fit one stage (resuming from its last checkpoint); return its best checkpoint path."""
+                   root: Path, prefix: str, extra_callbacks: list[Any]
+                   ) -> tuple[str | None, float | None]:
+        """Fit one stage (resuming from its last checkpoint); return its best checkpoint path
+        and best validation score."""
         done = root / "done"
         best = root / "best.ckpt"
         if done.exists():
             print(f"    stage {prefix or 'fit'} already done, loading {best}", flush=True)
-            return str(best) if best.exists() else None
+            if not best.exists():
+                return None, None
+            return str(best), _checkpoint_best_score(best)
         root.mkdir(parents=True, exist_ok=True)
         ckpt = ModelCheckpoint(dirpath=root, filename="best", monitor=spec.monitor, mode=spec.mode,
                                save_last=True, save_top_k=1, enable_version_counter=False)
-        callbacks: list[Any] = [ckpt]
+        callbacks: list[Any] = [ckpt, *extra_callbacks]
         if spec.early_stopping:
             callbacks.append(EarlyStopping(monitor=spec.monitor, mode=spec.mode,
                                            **spec.early_stopping))
@@ -245,7 +269,20 @@ class Runner:
         if trainer.interrupted:
             raise KeyboardInterrupt
         done.touch()
-        return ckpt.best_model_path or (str(best) if best.exists() else None)
+        path = ckpt.best_model_path or (str(best) if best.exists() else None)
+        score = ckpt.best_model_score  # not carried back from ddp_spawn workers: read the file
+        if score is None and path:
+            return path, _checkpoint_best_score(Path(path))
+        return path, float(score) if score is not None else None
+
+
+def _checkpoint_best_score(path: Path) -> float | None:
+    """The ModelCheckpoint's best score stored inside a checkpoint file."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    for key, cb in state.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and cb.get("best_model_score") is not None:
+            return float(cb["best_model_score"])
+    return None
 
 
 def resolve_keys(bench: Benchmark) -> list[tuple[RunSpec, str]]:

@@ -105,9 +105,9 @@ class Benchmark:
 
 
 def benchmarks_dir() -> Path:
-    """``./benchmarks`` if it exists, else the one beside the installed sources."""
+    """``./benchmarks`` if it holds benchmark YAMLs, else the one beside the installed sources."""
     here = Path.cwd() / "benchmarks"
-    if here.is_dir():
+    if here.is_dir() and any(here.glob("*.yaml")):
         return here
     return Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -1,0 +1,81 @@
+"""Optuna sweeps: trials as MLflow runs, pruning, continuation, export, TUNED benches."""
+
+import pytest
+import yaml
+
+from harness import tracking
+from harness.cli import main
+from harness.errors import UserError
+from harness.sweep import validate_space
+
+
+def test_sweep_prunes_exports_continues_and_feeds_bench(workdir, capsys):
+    argv = ["sweep", "aurl", "--profile", "quick", "--trials", "8", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "study aurl-amazon-synthetic-mf+aurl" in out
+
+    import optuna
+
+    study = optuna.load_study(study_name="aurl-amazon-synthetic-mf+aurl",
+                              storage=f"sqlite:///{workdir / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert len(states) == 8
+    assert states.count(optuna.trial.TrialState.PRUNED) >= 1
+    assert states.count(optuna.trial.TrialState.COMPLETE) >= 1
+
+    mlf = tracking.client(tracking.tracking_uri())
+    exp = mlf.get_experiment_by_name("aurl")
+    sweeps = mlf.search_runs([exp.experiment_id], filter_string="tags.`harness.kind` = 'sweep'")
+    trials = mlf.search_runs([exp.experiment_id], filter_string="tags.`optuna.study` != ''")
+    assert len(sweeps) == 1 and len(trials) == 8
+    assert all(t.data.tags["mlflow.parentRunId"] == sweeps[0].info.run_id for t in trials)
+    by_state = {}
+    for t in trials:
+        by_state.setdefault(t.data.tags["optuna.state"], []).append(t)
+    assert set(by_state) == {"complete", "pruned"}
+    assert len(by_state["pruned"]) == states.count(optuna.trial.TrialState.PRUNED)
+    for t in trials:  # per-epoch metrics and the trial's parameters are in MLflow
+        assert mlf.get_metric_history(t.info.run_id, "val/recall_20")
+        assert "method.lambda_ga" in t.data.params
+
+    tuned = yaml.safe_load((workdir / "benchmarks" / "tuned" /
+                            "aurl-amazon-synthetic.yaml").read_text())
+    assert tuned["mf+aurl"] == pytest.approx(study.best_params)
+
+    # the same command with more trials continues the same study
+    assert main(argv[:5] + ["10", "--no-progress"]) == 0
+    capsys.readouterr()
+    study = optuna.load_study(study_name="aurl-amazon-synthetic-mf+aurl",
+                              storage=f"sqlite:///{workdir / 'optuna.db'}")
+    assert len(study.trials) == 10
+
+    # a bench with TUNED uses the exported parameters
+    assert main(["bench", "aurl", "--profile", "quick", "--tuned", "--no-progress",
+                 "--no-report"]) == 0
+    runs = mlf.search_runs([exp.experiment_id],
+                           filter_string="tags.method = 'mf+aurl' and tags.`harness.complete` = '1'")
+    lambdas = {float(r.data.params["method.lambda_ga"]) for r in runs}
+    assert study.best_params["lambda_ga"] in lambdas or any(
+        abs(v - study.best_params["lambda_ga"]) < 1e-9 for v in lambdas)
+
+
+@pytest.mark.parametrize("space, needle", [
+    ({"lr": ("log", 0.0, 1.0)}, "log range needs low > 0"),
+    ({"lr": ("float", 1.0, 0.5)}, "must be below high"),
+    ({"lr": ("normal", 0, 1)}, "kind must be one of"),
+    ({"act": ("cat", [])}, "use ('cat'"),
+    ({}, "declares no search_space"),
+])
+def test_invalid_search_spaces_are_refused(space, needle):
+    with pytest.raises(UserError, match=None) as err:
+        validate_space(space, "m")
+    assert needle in str(err.value)
+
+
+def test_unreachable_storage_is_one_line(workdir, capsys):
+    argv = ["sweep", "aurl", "--profile", "quick", "--trials", "2", "--no-progress",
+            "--storage", "postgresql://nobody:pw@127.0.0.1:1/none"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot open Optuna storage" in err[0]
