@@ -13,7 +13,7 @@ ARGS = --profile $(PROFILE) \
 	$(if $(DATASET),--dataset $(DATASET)) $(if $(DEVICES),--devices $(DEVICES)) \
 	$(if $(ACCELERATOR),--accelerator $(ACCELERATOR)) $(if $(STRATEGY),--strategy $(STRATEGY)) \
 	$(if $(NUM_NODES),--num-nodes $(NUM_NODES)) $(if $(PRECISION),--precision $(PRECISION)) \
-	$(if $(filter 1 yes true,$(TUNED)),--tuned)
+	$(if $(filter 1 yes true,$(TUNED)),--tuned) $(if $(JOBS),--jobs $(JOBS))
 TRIALS ?= 20
 
 .PHONY: setup bench report sweep dashboard list ui test lint clean

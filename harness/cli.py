@@ -7,10 +7,9 @@ import logging
 import os
 import sys
 import time
-import warnings
 from typing import Any
 
-from harness import registry, spec
+from harness import console, registry, spec
 from harness.errors import UserError
 
 
@@ -52,7 +51,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     bench = _load(args)
     start = time.time()
     runner = Runner(bench, uri=args.tracking_uri, run_dir=args.run_dir,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress and args.jobs == 1, jobs=args.jobs)
     print(f"benchmark {bench.name}, profile {bench.profile}: {len(bench.runs)} runs "
           f"({len(bench.methods)} methods x {len(bench.datasets)} datasets x "
           f"{len(bench.config['seeds'])} seeds); tracking {runner.uri}", flush=True)
@@ -97,11 +96,34 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from harness import tracking
+
+    uri = tracking.tracking_uri(args.tracking_uri)
+    if uri.startswith("http"):
+        tracking.configure_http_retries()
+    mlf = tracking.client(uri)
+    files = tracking.journal_files(args.run_dir)
+    left = 0
+    for path in files:
+        journal = tracking.Journal(mlf, path)
+        n = journal.pending
+        delivered = journal.flush()
+        print(f"{path}: {n} pending writes {'delivered' if delivered else 'still pending'}")
+        left += 0 if delivered else journal.pending
+    print(f"{len(files)} journals, {left} writes still pending" if files else "nothing pending")
+    return 1 if left else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="registered methods, datasets and benchmarks").set_defaults(
         fn=cmd_list)
+    sy = sub.add_parser("sync", help="deliver MLflow writes kept locally while the server was away")
+    sy.add_argument("--tracking-uri", default=None)
+    sy.add_argument("--run-dir", default="runs")
+    sy.set_defaults(fn=cmd_sync)
     for name, fn, help_ in (("bench", cmd_bench, "run a benchmark and print its table"),
                             ("report", cmd_report, "rebuild a benchmark's tables from MLflow"),
                             ("sweep", cmd_sweep, "tune a method row with an Optuna study")):
@@ -118,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         for t in ("accelerator", "devices", "strategy", "num_nodes", "precision", "max_epochs"):
             s.add_argument(f"--{t.replace('_', '-')}", dest=t, default=None)
         s.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        s.add_argument("--jobs", type=int, default=int(os.environ.get("JOBS") or 1),
+                       help="independent runs at once, each on its own GPU or CPU share")
         s.add_argument("--no-report", action="store_true", help="skip the table at the end")
         s.add_argument("--tuned", action="store_true",
                        help="use the parameters in benchmarks/tuned/<benchmark>-<dataset>.yaml")
@@ -135,13 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import lightning.pytorch  # noqa: F401  (configures its loggers on import; quiet them after)
 
-    for noisy in ("lightning.pytorch", "lightning.fabric", "alembic", "mlflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+    console.quiet()
     try:
         return args.fn(args)
     except UserError as exc:

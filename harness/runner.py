@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from harness import registry, tracking
+from harness import console, registry, tracking
 from harness.errors import UserError
 from harness.spec import Benchmark, RunSpec
 
@@ -74,9 +75,12 @@ class Runner:
     """Runs a benchmark's runs one after another inside one parent MLflow run."""
 
     def __init__(self, bench: Benchmark, uri: str | None = None, run_dir: str | Path = "runs",
-                 progress: bool = True):
+                 progress: bool = True, jobs: int = 1):
         self.bench = bench
+        self.jobs = max(1, jobs)
         self.uri = tracking.tracking_uri(uri)
+        if self.uri.startswith("http"):
+            tracking.configure_http_retries()
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.mlf = tracking.client(self.uri)
@@ -99,6 +103,10 @@ class Runner:
         status = "FAILED"
         start = time.time()
         try:
+            if self.jobs > 1:
+                results = self._run_parallel(pid)
+                status = "FINISHED"
+                return pid, results
             for n, spec in enumerate(self.bench.runs, 1):
                 eta = ""
                 done = [r for r in results if r.status == "done"]
@@ -113,9 +121,47 @@ class Runner:
             status = "KILLED"
             raise
         finally:
-            self.mlf.log_metric(pid, "wall_seconds", time.time() - start)
-            self.mlf.set_terminated(pid, status)
+            parent_journal = tracking.Journal(
+                self.mlf, self.run_dir / self.bench.name / f"parent-{pid}" / "pending-mlflow.jsonl")
+            parent_journal.call("log_metric", pid, "wall_seconds", time.time() - start)
+            parent_journal.call("set_terminated", pid, status)
         return pid, results
+
+    def _run_parallel(self, parent_id: str) -> list[RunResult]:
+        """``jobs`` worker processes, each pinned to one GPU (if any) or a share of the CPUs.
+
+        Data are prepared and the MLflow experiment and parent run created here, before
+        any worker starts: SQLite and the data cache are not safe to set up concurrently.
+        """
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        seen = set()
+        for spec in self.bench.runs:
+            sig = (spec.dataset, repr(spec.dataset_params))
+            if sig not in seen:
+                seen.add(sig)
+                make_datamodule(spec).prepare_data()
+        ctx = mp.get_context("spawn")
+        slots = ctx.Queue()
+        n_gpu = torch.cuda.device_count()
+        for w in range(self.jobs):
+            slots.put(w % n_gpu if n_gpu else None)
+        threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        args = (self.bench, self.uri, str(self.run_dir), slots, threads)
+        results: list[RunResult] = []
+        total = len(self.bench.runs)
+        with ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_worker_init,
+                                 initargs=args) as pool:
+            futures = {pool.submit(_worker_run, spec, parent_id): spec for spec in self.bench.runs}
+            for fut in as_completed(futures):
+                res = fut.result()
+                results.append(res)
+                print(f"[{len(results)}/{total}] {res.spec.name}: {res.status} "
+                      f"({res.seconds:.0f} s)", flush=True)
+        order = {id(s): i for i, s in enumerate(self.bench.runs)}
+        by_spec = {id(futures[f]): f.result() for f in futures}
+        return [by_spec[i] for i in sorted(by_spec, key=order.__getitem__)] if by_spec else results
 
     # -- one run ---------------------------------------------------------------------------
 
@@ -140,35 +186,41 @@ class Runner:
             print(f"    resuming run {run_id} (key {key})", flush=True)
         else:
             run_id = self._create_run(spec, key, dm, parent_id)
+        journal = self._journal = tracking.Journal(
+            self.mlf, self.run_dir / spec.benchmark / key / "pending-mlflow.jsonl")
         for k, v in (tags or {}).items():
-            self.mlf.set_tag(run_id, k, v)
+            journal.call("set_tag", run_id, k, v)
         started = time.time()
         try:
             best = self._execute(spec, key, dm, run_id, list(callbacks))
         except UserError:
-            self.mlf.set_terminated(run_id, "FAILED")
+            journal.call("set_terminated", run_id, "FAILED")
             raise
         except KeyboardInterrupt:
-            self.mlf.set_terminated(run_id, "KILLED")
+            journal.call("set_terminated", run_id, "KILLED")
             raise
         except reraise as exc:
-            self.mlf.set_tag(run_id, "harness.stopped", f"{type(exc).__name__}: {exc}"[:5000])
-            self.mlf.set_terminated(run_id, "KILLED")
+            journal.call("set_tag", run_id, "harness.stopped", f"{type(exc).__name__}: {exc}"[:5000])
+            journal.call("set_terminated", run_id, "KILLED")
             exc.run_id = run_id  # type: ignore[attr-defined]
             raise
         except Exception as exc:  # one broken run must not lose the others
             tb = traceback.format_exc()
             log.error("run %s failed: %s", spec.name, exc)
-            self.mlf.set_tag(run_id, "harness.error", f"{type(exc).__name__}: {exc}"[:5000])
-            self.mlf.log_text(run_id, tb, "error.txt")
-            self.mlf.set_terminated(run_id, "FAILED")
+            journal.call("set_tag", run_id, "harness.error", f"{type(exc).__name__}: {exc}"[:5000])
+            journal.call("log_text", run_id, tb, "error.txt")
+            journal.call("set_terminated", run_id, "FAILED")
             return RunResult(spec, key, run_id, "failed", time.time() - started, str(exc))
         seconds = time.time() - started
-        self.mlf.log_metric(run_id, "run_seconds", seconds)
+        journal.call("log_metric", run_id, "run_seconds", seconds)
         if best is not None:
-            self.mlf.log_metric(run_id, best_key, best)
-        self.mlf.set_tag(run_id, tracking.TAG_COMPLETE, "1")
-        self.mlf.set_terminated(run_id, "FINISHED")
+            journal.call("log_metric", run_id, best_key, best)
+        journal.call("set_tag", run_id, tracking.TAG_COMPLETE, "1")
+        journal.call("set_terminated", run_id, "FINISHED")
+        if journal.pending:
+            print(f"    MLflow unreachable: {journal.pending} writes kept in {journal.path}; they "
+                  "are delivered by the next run that reaches the server, or `harness sync`",
+                  flush=True)
         return RunResult(spec, key, run_id, "done", seconds, best_score=best)
 
     def _create_run(self, spec: RunSpec, key: str, dm: Any, parent_id: str | None) -> str:
@@ -208,7 +260,8 @@ class Runner:
         if stats:
             from mlflow.entities import RunTag
 
-            self.mlf.log_batch(run_id, tags=[RunTag(f"data.{k}", str(v)) for k, v in stats.items()])
+            self._journal.call("log_batch", run_id,
+                               tags=[RunTag(f"data.{k}", str(v)) for k, v in stats.items()])
         model = make_model(spec, dm)
         stages = tuple(getattr(model, "stages", ("fit",)))
         root = self.run_dir / spec.benchmark / key
@@ -235,7 +288,8 @@ class Runner:
         if getattr(dm, "shards_itself", False):
             kwargs["use_distributed_sampler"] = False
         return L.Trainer(
-            logger=tracking.RunLogger(self.uri, run_id, prefix), callbacks=callbacks,
+            logger=tracking.RunLogger(self.uri, run_id, prefix, str(self._journal.path)),
+            callbacks=callbacks,
             default_root_dir=str(root), enable_progress_bar=self.progress, **kwargs,
         )
 
@@ -263,7 +317,7 @@ class Runner:
         if resume:
             epoch = torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1)
             print(f"    resuming from {last} (epoch {epoch + 1} done)", flush=True)
-            self.mlf.set_tag(run_id, "harness.resumed_from", f"{last}@epoch{epoch + 1}")
+            self._journal.call("set_tag", run_id, "harness.resumed_from", f"{last}@epoch{epoch + 1}")
         trainer = self._trainer(spec, dm, run_id, root, prefix, callbacks)
         trainer.fit(model, datamodule=dm, ckpt_path=resume)
         if trainer.interrupted:
@@ -283,6 +337,23 @@ def _checkpoint_best_score(path: Path) -> float | None:
         if key.startswith("ModelCheckpoint") and cb.get("best_model_score") is not None:
             return float(cb["best_model_score"])
     return None
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(bench: Benchmark, uri: str, run_dir: str, slots: Any, threads: int) -> None:
+    """Pin a worker process to its device (GPU index or CPU threads) and build its Runner."""
+    gpu = slots.get()
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    torch.set_num_threads(threads)
+    console.quiet()
+    _WORKER["runner"] = Runner(bench, uri=uri, run_dir=run_dir, progress=False)
+
+
+def _worker_run(spec: RunSpec, parent_id: str) -> RunResult:
+    return _WORKER["runner"].run_one(spec, parent_id)
 
 
 def resolve_keys(bench: Benchmark) -> list[tuple[RunSpec, str]]:

@@ -77,9 +77,9 @@ def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
 
 def open_study(name: str, storage: str, direction: str) -> Any:
     """Create or load a study; an unreachable storage is a one-line user error."""
-    import optuna
-
     import warnings
+
+    import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:

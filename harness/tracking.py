@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.utilities.logger import _add_prefix
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -15,6 +18,8 @@ from harness.errors import UserError
 TAG_KEY = "harness.run_key"
 TAG_COMPLETE = "harness.complete"
 TAG_KIND = "harness.kind"
+
+log = logging.getLogger(__name__)
 
 
 def tracking_uri(explicit: str | None = None) -> str:
@@ -97,22 +102,165 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+class Journal:
+    """MLflow writes that survive an unreachable tracking server.
+
+    Every write of a run goes through :meth:`call`. If the server cannot be reached the
+    write is appended to a local JSON-lines file instead, and every later call first
+    replays that file in order; ``harness sync`` replays what is left after a run ends.
+    Nothing logged while the server is away is lost, and order is kept.
+    """
+
+    def __init__(self, mlf: Any, path: str | Path):
+        self.mlf = mlf
+        self.path = Path(path)
+
+    @property
+    def pending(self) -> int:
+        if not self.path.exists():
+            return 0
+        return sum(1 for line in self.path.read_text().splitlines() if line.strip())
+
+    def call(self, op: str, *args: Any, **kwargs: Any) -> bool:
+        """Apply ``client.<op>(*args, **kwargs)`` now if possible; True when delivered."""
+        record = {"op": op, "args": _encode(args), "kwargs": _encode(kwargs)}
+        if self.flush():
+            try:
+                getattr(self.mlf, op)(*args, **kwargs)
+                return True
+            except Exception as exc:
+                if not _unreachable(exc):
+                    raise
+                log.warning("tracking server unreachable (%s); keeping %s locally in %s",
+                            type(exc).__name__, op, self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        return False
+
+    def flush(self) -> bool:
+        """Replay pending writes in order; True when nothing is left pending."""
+        if not self.path.exists():
+            return True
+        lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+        for n, line in enumerate(lines):
+            rec = json.loads(line)
+            try:
+                getattr(self.mlf, rec["op"])(*_decode(rec["args"]), **_decode(rec["kwargs"]))
+            except Exception as exc:
+                if not _unreachable(exc):
+                    raise
+                self.path.write_text("".join(ln + "\n" for ln in lines[n:]))
+                return False
+        self.path.unlink()
+        log.info("delivered %d pending MLflow writes from %s", len(lines), self.path)
+        return True
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Connection-level failures (server down, refused, timed out), not bad requests."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return True
+    text = f"{type(exc).__name__}: {exc}"
+    return any(s in text for s in ("Max retries exceeded", "Connection refused",
+                                   "ConnectionError", "Failed to establish", "timed out",
+                                   "API request to", "Remote end closed"))
+
+
+def _encode(obj: Any) -> Any:
+    from mlflow.entities import Metric, Param, RunTag
+
+    if isinstance(obj, Metric):
+        return {"__metric__": [obj.key, obj.value, obj.timestamp, obj.step]}
+    if isinstance(obj, Param):
+        return {"__param__": [obj.key, obj.value]}
+    if isinstance(obj, RunTag):
+        return {"__tag__": [obj.key, obj.value]}
+    if isinstance(obj, list | tuple):
+        return [_encode(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _encode(v) for k, v in obj.items()}
+    return obj
+
+
+def _decode(obj: Any) -> Any:
+    from mlflow.entities import Metric, Param, RunTag
+
+    if isinstance(obj, dict):
+        if "__metric__" in obj:
+            return Metric(*obj["__metric__"])
+        if "__param__" in obj:
+            return Param(*obj["__param__"])
+        if "__tag__" in obj:
+            return RunTag(*obj["__tag__"])
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(o) for o in obj]
+    return obj
+
+
+def journal_files(root: str | Path = "runs") -> list[Path]:
+    """Every pending-writes journal under the checkpoint root."""
+    return sorted(Path(root).glob("**/pending-mlflow.jsonl"))
+
+
+def configure_http_retries() -> None:
+    """Fail over to the journal within seconds instead of MLflow's minutes of retries."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
 class RunLogger(MLFlowLogger):
     """Lightning's MLflow logger bound to a run the harness created and owns.
 
     The runner logs parameters and sets the run status itself, so this logger only
-    logs metrics. With ``stage`` set, metric keys carry the stage name
-    (``<stage>/val/recall_20``), for methods with several stages.
+    logs metrics, through the run's :class:`Journal` when one is given. With ``stage``
+    set, metric keys carry the stage name (``<stage>/val/recall_20``), for methods with
+    several stages.
     """
 
     LOGGER_JOIN_CHAR = "/"
 
-    def __init__(self, uri: str, run_id: str, stage: str = ""):
+    def __init__(self, uri: str, run_id: str, stage: str = "", journal_path: str | None = None):
         super().__init__(tracking_uri=uri, run_id=run_id, prefix=stage, log_model=False)
+        self.journal_path = journal_path
+
+    @property
+    def experiment(self) -> Any:
+        # bound to an existing run: no lookup that would need the server at start-up
+        if not self._initialized:
+            import mlflow
+
+            mlflow.set_tracking_uri(self._tracking_uri)
+            self._experiment_id = None
+            self._initialized = True
+        return self._mlflow_client
+
+    @property
+    def experiment_id(self) -> Any:
+        return self._experiment_id
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:  # the runner logs parameters
         return None
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        import time as _time
+
+        from mlflow.entities import Metric
+
+        metrics = _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
+        now = int(_time.time() * 1000)
+        batch = [Metric(k.replace("@", "_"), float(v), now, step or 0) for k, v in metrics.items()]
+        if self.journal_path is None:
+            self.experiment.log_batch(self._run_id, metrics=batch)
+        else:
+            Journal(self.experiment, self.journal_path).call("log_batch", self._run_id,
+                                                             metrics=batch)
 
     def finalize(self, status: str = "success") -> None:  # the runner sets the status
         return None

@@ -1,0 +1,40 @@
+"""Two CPU processes (ddp_spawn) give the one-process run's metrics; only rank 0 logs."""
+
+import pytest
+
+from harness import tracking
+from harness.cli import main
+
+BENCH = """
+name: ddp
+methods:
+  lightgcn: {method: bpr, params: {backbone: lightgcn, lr: 0.01}}
+datasets:
+  synth: {dataset: amazon, params: {batch_size: 512, synthetic: {n_users: 400, n_items: 250, n_topics: 5}}}
+seeds: 1
+monitor: {metric: val/recall_20, mode: max}
+table: [recall_20, ndcg_20]
+trainer: {max_epochs: 3, accelerator: cpu, devices: 1}
+"""
+TOLERANCE = 1e-4  # absolute, on every test metric (observed: at most 6e-8)
+
+
+def test_ddp_spawn_matches_single_process(workdir):
+    (workdir / "ddp.yaml").write_text(BENCH)
+    base = ["bench", str(workdir / "ddp.yaml"), "--no-progress", "--no-report"]
+    assert main(base) == 0
+    assert main(base + ["--devices", "2", "--strategy", "ddp_spawn"]) == 0
+
+    mlf = tracking.client(tracking.tracking_uri())
+    exp = mlf.get_experiment_by_name("ddp")
+    runs = mlf.search_runs([exp.experiment_id], filter_string="tags.`harness.kind` = 'run'")
+    assert len(runs) == 2  # one MLflow run per configuration, none from rank 1
+    one = next(r for r in runs if r.data.params["trainer.devices"] == "1")
+    two = next(r for r in runs if r.data.params["trainer.devices"] == "2")
+    test_keys = [k for k in one.data.metrics if k.startswith("test/")]
+    assert len(test_keys) >= 8
+    for k in test_keys:
+        assert two.data.metrics[k] == pytest.approx(one.data.metrics[k], abs=TOLERANCE), k
+    for run in (one, two):  # each epoch's validation logged exactly once
+        history = mlf.get_metric_history(run.info.run_id, "val/recall_20")
+        assert len(history) == 3 and len({m.step for m in history}) == 3

@@ -1,0 +1,31 @@
+"""Same seed, same device count, CPU: the same metrics, bit for bit."""
+
+from harness import tracking
+from harness.cli import main
+
+BENCH = """
+name: det
+methods:
+  lightgcn+aurl: {method: aurl, params: {backbone: lightgcn, lr: 0.01}}
+datasets:
+  synth: {dataset: amazon, params: {synthetic: {n_users: 300, n_items: 200, n_topics: 5}}}
+seeds: 1
+monitor: {metric: val/recall_20, mode: max}
+table: [recall_20]
+trainer: {max_epochs: 2, accelerator: cpu, devices: 1}
+"""
+
+
+def test_rerun_from_scratch_is_identical(workdir):
+    (workdir / "det.yaml").write_text(BENCH)
+    metrics = []
+    for db in ("a.db", "b.db"):
+        uri = f"sqlite:///{workdir / db}"
+        argv = ["bench", str(workdir / "det.yaml"), "--no-progress", "--no-report",
+                "--tracking-uri", uri, "--run-dir", f"runs-{db}"]
+        assert main(argv) == 0
+        mlf = tracking.client(uri)
+        exp = mlf.get_experiment_by_name("det")
+        (run,) = mlf.search_runs([exp.experiment_id], filter_string="tags.`harness.kind` = 'run'")
+        metrics.append({k: v for k, v in run.data.metrics.items() if k.startswith(("test/", "val/"))})
+    assert metrics[0] and metrics[0] == metrics[1]
