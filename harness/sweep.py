@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
+import socket
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -82,22 +84,28 @@ def open_study(name: str, storage: str, direction: str) -> Any:
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    try:
-        rdb = optuna.storages.RDBStorage(
-            storage, heartbeat_interval=15, grace_period=45,
-            engine_kwargs={"pool_pre_ping": True} if not storage.startswith("sqlite") else None,
-        )
-        return optuna.create_study(
-            study_name=name, storage=rdb, load_if_exists=True, direction=direction,
-            sampler=optuna.samplers.TPESampler(n_startup_trials=5),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
-        )
-    except Exception as exc:  # sqlalchemy errors, bad URLs, missing drivers
-        raise UserError(
-            f"cannot open Optuna storage {storage!r} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}); check OPTUNA_STORAGE or --storage, "
-            "e.g. sqlite:///optuna.db or postgresql://user:pass@host/db"
-        ) from None
+    last: Exception | None = None
+    for attempt in range(4):  # processes starting together race to create the schema
+        try:
+            rdb = optuna.storages.RDBStorage(
+                storage, heartbeat_interval=15, grace_period=45,
+                engine_kwargs={"pool_pre_ping": True} if not storage.startswith("sqlite") else None,
+            )
+            return optuna.create_study(
+                study_name=name, storage=rdb, load_if_exists=True, direction=direction,
+                sampler=optuna.samplers.TPESampler(n_startup_trials=5),
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+            )
+        except Exception as exc:  # sqlalchemy errors, bad URLs, missing drivers
+            last = exc
+            if "refused" in str(exc) or "could not translate" in str(exc) or "No module" in str(exc):
+                break
+            time.sleep(0.5 + random.random() * (attempt + 1))
+    raise UserError(
+        f"cannot open Optuna storage {storage!r} ({type(last).__name__}: "
+        f"{str(last).splitlines()[0][:200]}); check OPTUNA_STORAGE or --storage, "
+        "e.g. sqlite:///optuna.db or postgresql://user:pass@host/db"
+    )
 
 
 def tuned_path(bench: str, dataset: str) -> Path:
@@ -156,6 +164,8 @@ def sweep(bench: Benchmark, row: str, dataset: str, trials: int, storage: str | 
     pid = parent.info.run_id
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker_pid", os.getpid())
+        trial.set_user_attr("worker_host", socket.gethostname())
         params = suggest(trial, space)
         spec = replace(base, params={**base.params, **params})
         print(f"[trial {trial.number}] {params}", flush=True)
