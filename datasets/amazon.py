@@ -331,9 +331,15 @@ class AmazonDataModule(L.LightningDataModule):
             tmp = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".tmp-"))
             write_synthetic(tmp, self.synthetic, self.category)
             (tmp / "COMPLETE").touch()
-            shutil.rmtree(out, ignore_errors=True)
             out.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, out)
+            if (out / "COMPLETE").exists():  # another process (a DDP rank) was faster
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                shutil.rmtree(out, ignore_errors=True)  # a half-written leftover
+                try:
+                    os.replace(tmp, out)
+                except OSError:  # lost a race to an identical copy
+                    shutil.rmtree(tmp, ignore_errors=True)
         return out
 
     def fingerprint(self) -> str:
@@ -382,7 +388,7 @@ class AmazonDataModule(L.LightningDataModule):
             "stats": {"lines": stats.lines, "malformed": stats.malformed, "format": fmt},
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         torch.save(payload, tmp)
         os.replace(tmp, path)
 

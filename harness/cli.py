@@ -56,6 +56,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"({len(bench.methods)} methods x {len(bench.datasets)} datasets x "
           f"{len(bench.config['seeds'])} seeds); tracking {runner.uri}", flush=True)
     parent, results = runner.run_all()
+    from harness.tracking import global_rank
+
+    if global_rank() != 0:  # under torchrun / SLURM only rank 0 reports
+        return 0
     failed = [r for r in results if r.status == "failed"]
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     print(f"\nruns: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "

@@ -35,11 +35,49 @@ def tracking_uri(explicit: str | None = None) -> str:
     return uri
 
 
+def global_rank() -> int:
+    """This process's rank in a multi-process launch (torchrun, SLURM, ...); 0 otherwise."""
+    for var in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+class _ReadOnlyClient:
+    """What ranks other than 0 get: MLflow reads pass through, writes do nothing.
+
+    Under torchrun or SLURM every rank runs the whole command; only rank 0 may create
+    runs or log, while the others still read (run keys, experiment ids) to take the
+    same skip and resume decisions.
+    """
+
+    _WRITES = ("create_experiment", "restore_experiment", "update_run", "set_tag", "log_param",
+               "log_metric", "log_batch", "log_text", "log_artifact", "log_artifacts",
+               "set_terminated", "delete_run")
+
+    def __init__(self, make: Any):
+        self._make, self._real = make, None  # created on first read, after rank 0's setup
+
+    def create_run(self, experiment_id: str, **kwargs: Any) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(info=SimpleNamespace(run_id=f"rank{global_rank()}-no-run"))
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._WRITES:
+            return lambda *a, **k: None
+        if self._real is None:
+            self._real = self._make()
+        return getattr(self._real, name)
+
+
 def client(uri: str) -> Any:
-    """An ``MlflowClient`` for ``uri`` (imported lazily: mlflow is slow to import)."""
+    """An ``MlflowClient`` for ``uri``; read-only on ranks other than 0."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    if global_rank() == 0:
+        return MlflowClient(tracking_uri=uri)
+    return _ReadOnlyClient(lambda: MlflowClient(tracking_uri=uri))
 
 
 def ensure_experiment(mlf: Any, name: str, uri: str) -> str:
@@ -47,6 +85,16 @@ def ensure_experiment(mlf: Any, name: str, uri: str) -> str:
 
     For a local SQLite store, artifacts go to ``./mlartifacts/<name>`` beside the database.
     """
+    if global_rank() != 0:  # rank 0 creates it; wait for that without touching the schema
+        import time
+
+        for _ in range(1200):
+            if _sqlite_has_experiment(uri, name):
+                exp = mlf.get_experiment_by_name(name)
+                if exp is not None:
+                    return exp.experiment_id
+            time.sleep(0.1)
+        raise UserError(f"rank {global_rank()}: experiment {name!r} never appeared in MLflow")
     exp = mlf.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
@@ -63,6 +111,23 @@ def ensure_experiment(mlf: Any, name: str, uri: str) -> str:
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def _sqlite_has_experiment(uri: str, name: str) -> bool:
+    """For SQLite stores, look for the experiment with plain sqlite3 (no schema creation,
+    which would race with rank 0's); other stores are always ready to be asked."""
+    if not uri.startswith("sqlite:///"):
+        return True
+    import sqlite3
+
+    db = uri.removeprefix("sqlite:///")
+    if not Path(db).exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return con.execute("SELECT 1 FROM experiments WHERE name = ?", (name,)).fetchone() is not None
+    except sqlite3.Error:
+        return False
 
 
 def runs_with_key(mlf: Any, experiment_id: str, key: str) -> list[Any]:

@@ -38,3 +38,27 @@ def test_ddp_spawn_matches_single_process(workdir):
     for run in (one, two):  # each epoch's validation logged exactly once
         history = mlf.get_metric_history(run.info.run_id, "val/recall_20")
         assert len(history) == 3 and len({m.step for m in history}) == 3
+
+
+def test_torchrun_two_ranks_write_one_run(workdir):
+    """Every rank runs the whole command under torchrun; only rank 0 creates runs and logs."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    (workdir / "ddp.yaml").write_text(BENCH)
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "harness.cli", "bench",
+           "ddp.yaml", "--no-progress", "--devices", "2", "--strategy", "ddp", "--accelerator",
+           "cpu"]
+    done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    mlf = tracking.client(tracking.tracking_uri())
+    exp = mlf.get_experiment_by_name("ddp")
+    runs = mlf.search_runs([exp.experiment_id], filter_string="tags.`harness.kind` = 'run'")
+    parents = mlf.search_runs([exp.experiment_id], filter_string="tags.`harness.kind` = 'bench'")
+    assert len(runs) == 1 and len(parents) == 1
+    assert len(mlf.get_metric_history(runs[0].info.run_id, "val/recall_20")) == 3
+    assert "| lightgcn | **" in (workdir / "reports" / "ddp.md").read_text()
