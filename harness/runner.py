@@ -84,7 +84,15 @@ class Runner:
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.mlf = tracking.client(self.uri)
-        self.experiment_id = tracking.ensure_experiment(self.mlf, bench.name, self.uri)
+        try:
+            self.experiment_id = tracking.ensure_experiment(self.mlf, bench.name, self.uri)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise UserError(
+                f"cannot reach MLflow tracking at {self.uri} ({type(exc).__name__}); start the "
+                "server or point MLFLOW_TRACKING_URI / --tracking-uri at a running one"
+            ) from None
         self.git = tracking.git_info()
 
     # -- whole benchmark -------------------------------------------------------------------

@@ -31,3 +31,13 @@ def test_unknown_method_in_yaml(workdir, capsys):
 def test_file_store_uri_is_refused(workdir, capsys):
     assert main(["bench", "aurl", "--profile", "quick", "--tracking-uri", "file:./mlruns"]) == 2
     assert "file store" in capsys.readouterr().err
+
+
+def test_unreachable_tracking_server_is_one_line(workdir, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    argv = ["bench", "aurl", "--profile", "quick", "--no-progress",
+            "--tracking-uri", "http://127.0.0.1:9"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot reach MLflow tracking" in err[0]

@@ -79,9 +79,11 @@ def test_tracking_server_killed_mid_run_loses_nothing(workdir, mlflow_server):
     val = mlf.get_metric_history(run_id, "val/recall_20")
     assert sorted(m.step for m in val) == sorted({m.step for m in val}) and len(val) == 14
     loss = mlf.get_metric_history(run_id, "train/loss")
-    steps_per_epoch = -(-int(1200 * 0.8 * 12 / 256) // 1)  # only a bound: every 5th step logged
-    assert len(loss) >= 14 and len({m.step for m in loss}) == len(loss) and steps_per_epoch
+    assert len(loss) >= 14 and len({m.step for m in loss}) == len(loss)
     assert "test/recall_20" in run.data.metrics
+    kept = [ln for ln in out.splitlines() if "writes kept in" in ln]
+    print(f"\nserver killed after 2 epochs; {kept[0].strip()}; after sync: {len(val)} val/recall_20 "
+          f"steps (14 epochs), {len(loss)} train/loss steps, all unique; {sync_out.strip()}")
 
 
 def test_jobs_two_workers(workdir, capsys):
