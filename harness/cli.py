@@ -1,4 +1,5 @@
-"""``harness``: list, bench, report. A user mistake ends with one line, never a traceback."""
+"""``harness``: list, bench, report, sweep, sync. A user mistake ends with one line, never a
+traceback."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from harness import console, registry, spec
+from harness import console, registry, spec, tracking
 from harness.errors import UserError
 
 
@@ -22,14 +23,14 @@ def _trainer_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _load(args: argparse.Namespace, dataset_filter: bool = True) -> spec.Benchmark:
+def _load(args: argparse.Namespace) -> spec.Benchmark:
     tuned = None
     if getattr(args, "tuned", False):
         from harness import sweep
 
         tuned = sweep.load_tuned(spec.load(args.benchmark, profile=args.profile))
     return spec.load(args.benchmark, profile=args.profile, seeds=args.seeds, data_dir=args.data,
-                     dataset=args.dataset if dataset_filter else None,
+                     dataset=args.dataset,
                      trainer=_trainer_overrides(args), tuned=tuned)
 
 
@@ -56,9 +57,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"({len(bench.methods)} methods x {len(bench.datasets)} datasets x "
           f"{len(bench.config['seeds'])} seeds); tracking {runner.uri}", flush=True)
     parent, results = runner.run_all()
-    from harness.tracking import global_rank
-
-    if global_rank() != 0:  # under torchrun / SLURM only rank 0 reports
+    if tracking.global_rank() != 0:  # under torchrun / SLURM only rank 0 reports
         return 0
     failed = [r for r in results if r.status == "failed"]
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
@@ -101,8 +100,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from harness import tracking
-
     uri = tracking.tracking_uri(args.tracking_uri)
     if uri.startswith("http"):
         tracking.configure_http_retries()

@@ -107,23 +107,10 @@ class Runner:
         )
         pid = parent.info.run_id
         self.mlf.log_param(pid, "runs", len(self.bench.runs))
-        results: list[RunResult] = []
         status = "FAILED"
         start = time.time()
         try:
-            if self.jobs > 1:
-                results = self._run_parallel(pid)
-                status = "FINISHED"
-                return pid, results
-            for n, spec in enumerate(self.bench.runs, 1):
-                eta = ""
-                done = [r for r in results if r.status == "done"]
-                if done:
-                    per = sum(r.seconds for r in done) / len(done)
-                    left = (len(self.bench.runs) - n + 1) * per
-                    eta = f", about {math.ceil(left / 60)} min left"
-                print(f"[{n}/{len(self.bench.runs)}] {spec.name}{eta}", flush=True)
-                results.append(self.run_one(spec, pid))
+            results = self._run_parallel(pid) if self.jobs > 1 else self._run_serial(pid)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -134,6 +121,18 @@ class Runner:
             parent_journal.call("log_metric", pid, "wall_seconds", time.time() - start)
             parent_journal.call("set_terminated", pid, status)
         return pid, results
+
+    def _run_serial(self, parent_id: str) -> list[RunResult]:
+        results: list[RunResult] = []
+        for n, spec in enumerate(self.bench.runs, 1):
+            eta = ""
+            done = [r for r in results if r.status == "done"]
+            if done:
+                per = sum(r.seconds for r in done) / len(done)
+                eta = f", about {math.ceil((len(self.bench.runs) - n + 1) * per / 60)} min left"
+            print(f"[{n}/{len(self.bench.runs)}] {spec.name}{eta}", flush=True)
+            results.append(self.run_one(spec, parent_id))
+        return results
 
     def _run_parallel(self, parent_id: str) -> list[RunResult]:
         """``jobs`` worker processes, each pinned to one GPU (if any) or a share of the CPUs.
@@ -157,23 +156,18 @@ class Runner:
             slots.put(w % n_gpu if n_gpu else None)
         threads = max(1, (os.cpu_count() or 1) // self.jobs)
         args = (self.bench, self.uri, str(self.run_dir), slots, threads)
-        results: list[RunResult] = []
-        total = len(self.bench.runs)
         with ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_worker_init,
                                  initargs=args) as pool:
-            futures = {pool.submit(_worker_run, spec, parent_id): spec for spec in self.bench.runs}
-            for fut in as_completed(futures):
+            futures = [pool.submit(_worker_run, spec, parent_id) for spec in self.bench.runs]
+            for n, fut in enumerate(as_completed(futures), 1):
                 res = fut.result()
-                results.append(res)
-                print(f"[{len(results)}/{total}] {res.spec.name}: {res.status} "
-                      f"({res.seconds:.0f} s)", flush=True)
-        order = {id(s): i for i, s in enumerate(self.bench.runs)}
-        by_spec = {id(futures[f]): f.result() for f in futures}
-        return [by_spec[i] for i in sorted(by_spec, key=order.__getitem__)] if by_spec else results
+                print(f"[{n}/{len(futures)}] {res.spec.name}: {res.status} ({res.seconds:.0f} s)",
+                      flush=True)
+        return [f.result() for f in futures]  # in the benchmark's order
 
     # -- one run ---------------------------------------------------------------------------
 
-    def run_one(self, spec: RunSpec, parent_id: str | None = None, callbacks: list[Any] = (),
+    def run_one(self, spec: RunSpec, parent_id: str | None = None, callbacks: tuple[Any, ...] = (),
                 reraise: tuple[type[BaseException], ...] = (), tags: dict[str, str] | None = None
                 ) -> RunResult:
         """Run (or skip, or resume) one run. ``callbacks`` join the Trainer's; exceptions of
