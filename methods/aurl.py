@@ -78,8 +78,7 @@ class AURL(CFRecommender):
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         u, i, j = batch
         users, items = self.embeddings()
-        eu, ei, ej = users[u], items[i], items[j]
-        bpr = -F.logsigmoid((eu * ei).sum(-1) - (eu * ej).sum(-1)).mean()
+        bpr, _ = self.bpr_loss(u, i, j, embeddings=(users, items))
         l2 = self.hparams.reg * self.l2(u, i, j)
         ua, ui = users[self._draw(self.active_ids)], users[self._draw(self.inactive_ids)]
         ih, it = items[self._draw(self.head_ids)], items[self._draw(self.tail_ids)]

@@ -137,10 +137,14 @@ class CFRecommender(L.LightningModule):
         """All user and item embeddings from the backbone."""
         return self.encoder()
 
-    def bpr_loss(self, u: Tensor, i: Tensor, j: Tensor, weight: Tensor | None = None
+    def bpr_loss(self, u: Tensor, i: Tensor, j: Tensor, weight: Tensor | None = None,
+                 embeddings: tuple[Tensor, Tensor] | None = None
                  ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
-        """BPR (Rendle et al., 2009): -log sigmoid(s_ui - s_uj), optionally weighted per pair."""
-        users, items = self.embeddings()
+        """BPR (Rendle et al., 2009): -log sigmoid(s_ui - s_uj), optionally weighted per pair.
+
+        ``embeddings`` lets a caller that already propagated the graph reuse its output.
+        """
+        users, items = embeddings if embeddings is not None else self.embeddings()
         eu, ei, ej = users[u], items[i], items[j]
         diff = (eu * ei).sum(-1) - (eu * ej).sum(-1)
         loss = -F.logsigmoid(diff)
