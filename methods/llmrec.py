@@ -12,7 +12,13 @@ without it every candidate re-encodes the whole prompt. Both give the same score
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -65,3 +71,82 @@ def score_candidates(model: torch.nn.Module, prompt: list[int], candidates: list
         logp = torch.log_softmax(logits[:, p - 1 : p - 1 + cand.shape[1]], -1)
     tok = logp.gather(2, cand.unsqueeze(-1)).squeeze(-1)
     return (tok * cmask).sum(1)
+
+
+# --------------------------------------------------------------------------- small backbone
+
+SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[SEP]")
+
+
+def train_tokenizer(texts: list[str]) -> Any:
+    """A lower-cased word-level tokenizer over the given texts (``tokenizers``), ids 0-4 special."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=list(SPECIALS)))
+    return tok
+
+
+@dataclass
+class SmallLMConfig:
+    """A Llama-shaped causal LM small enough for CPU, and its language-model pretraining."""
+
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    intermediate: int = 256
+    block: int = 64  # tokens per packed pretraining sequence
+    steps: int = 100  # optimiser steps over random batches of blocks
+    lr: float = 2e-3
+    batch: int = 32
+    seed: int = 0
+
+
+def pretrain_small_lm(corpus: list[str], cfg: SmallLMConfig | None = None,
+                      cache_dir: str | Path = ".cache/harness") -> tuple[Any, Any]:
+    """Train a tokenizer and pretrain a small LM on ``corpus`` (plain text, no prompts).
+
+    Plays the part a real LLM's pretraining plays for LoRA. Cached under
+    ``<cache_dir>/lm/<hash of corpus and cfg>/`` (``save_pretrained`` + ``tokenizer.json``),
+    so every run and method with the same arguments adapts the same base model.
+    """
+    from tokenizers import Tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = cfg or SmallLMConfig()
+    key = hashlib.sha256(json.dumps([sorted(corpus), asdict(cfg)]).encode()).hexdigest()[:16]
+    out = Path(cache_dir) / "lm" / key
+    if (out / "COMPLETE").exists():
+        return (LlamaForCausalLM.from_pretrained(out).eval(),
+                Tokenizer.from_file(str(out / "tokenizer.json")))
+    torch.manual_seed(cfg.seed)
+    tok = train_tokenizer(corpus)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
+        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+        max_position_embeddings=1024, pad_token_id=0, bos_token_id=2, eos_token_id=3))
+    stream: list[int] = []
+    for text in corpus:  # [BOS] text [EOS], packed into fixed blocks
+        stream += [2, *tok.encode(text).ids, 3]
+    n = len(stream) // cfg.block
+    blocks = torch.tensor(stream[: n * cfg.block]).view(n, cfg.block)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    g = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    for _ in range(cfg.steps):
+        idx = torch.randint(n, (min(cfg.batch, n),), generator=g)
+        loss = model(input_ids=blocks[idx], labels=blocks[idx]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    tmp = out.with_name(f".{key}.{os.getpid()}")
+    model.save_pretrained(tmp)
+    tok.save(str(tmp / "tokenizer.json"))
+    (tmp / "COMPLETE").touch()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not (out / "COMPLETE").exists():
+        os.replace(tmp, out)
+    return model, tok
