@@ -18,11 +18,16 @@ recent titles" holds in every domain, learnable in one and usable in another.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+import lightning.pytorch as L
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
 from harness.datasets import amazon_readers as ar
 from harness.errors import UserError
@@ -176,3 +181,143 @@ def _negatives(rng: np.random.Generator, n_items: int, banned: set[int], k: int)
                 if len(out) == k:
                     break
     return out
+
+
+# --------------------------------------------------------------------------- DataModule
+
+
+@dataclass
+class SeqData:
+    """What an LLM recommender is built from: per-domain splits, the tokenizer, the base LM."""
+
+    target: str
+    splits: dict[str, SeqSplit]
+    tokenizer: Any
+    base_dir: str  # a Hugging Face causal-LM directory (pretrained here, or the user's)
+    setting: str  # warm | cold
+
+
+class AmazonSeqDataModule(L.LightningDataModule):
+    """Multi-domain sequential data; prompts are users' histories as titles.
+
+    Training examples come from the domains the method's current stage names
+    (``model.train_domains()``; the target alone by default). Validation and test use
+    the target domain's examples: all of them in the ``warm`` setting, the cold-item
+    ones in the ``cold`` setting (``cold_share`` > 0 needed).
+    """
+
+    family = "recommendation"
+    shards_itself = False
+
+    def __init__(self, data_dir: str | None = None, domains: tuple[str, ...] = ("Beauty", "Sports", "Toys"),
+                 target: str = "Toys", setting: str = "warm", n_candidates: int = 20,
+                 cold_share: float = 0.0, max_history: int = 10, examples_per_user: int = 3,
+                 batch_size: int = 16, synthetic: dict[str, Any] | None = None,
+                 pretrain: dict[str, Any] | None = None, cache_dir: str = ".cache/harness",
+                 seed: int = 0):
+        super().__init__()
+        if setting not in ("warm", "cold"):
+            raise UserError(f"setting must be 'warm' or 'cold', got {setting!r}")
+        if target not in domains:
+            raise UserError(f"target domain {target!r} is not among domains {list(domains)}")
+        self.data_dir, self.domains, self.target, self.setting = data_dir, tuple(domains), target, setting
+        self.n_candidates, self.cold_share = n_candidates, cold_share
+        self.max_history, self.examples_per_user = max_history, examples_per_user
+        self.batch_size, self.cache_dir, self.seed = batch_size, Path(cache_dir), seed
+        self.synthetic = MultiDomainConfig(**{"domains": tuple(domains), **(synthetic or {})})
+        self.pretrain = pretrain or {}
+        self.data: SeqData | None = None
+
+    def raw_dir(self) -> Path:
+        if self.data_dir is not None:
+            return Path(self.data_dir).expanduser()
+        key = hashlib.sha256(json.dumps(asdict(self.synthetic), sort_keys=True).encode()).hexdigest()[:12]
+        out = self.cache_dir / "synthetic" / f"amazon-multi-{key}"
+        if not (out / "COMPLETE").exists():
+            write_multidomain(out, self.synthetic)
+            (out / "COMPLETE").touch()
+        return out
+
+    def fingerprint(self) -> str:
+        files = []
+        for d in self.domains:
+            _, reviews, meta = ar.find_files(self.raw_dir(), d)
+            files += [p for p in (reviews, meta) if p is not None]
+        return ar.fingerprint(files)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        from harness.methods.llmrec import SmallLMConfig, pretrain_small_lm
+
+        splits = {d: sequential_split(self.raw_dir(), d, self.n_candidates,
+                                      self.cold_share if d == self.target else 0.0, seed=self.seed)
+                  for d in self.domains}
+        corpus = sorted({t for s in splits.values() for t in s.titles})  # catalogue text only
+        _, tok, base_dir = pretrain_small_lm(corpus, SmallLMConfig(**self.pretrain), self.cache_dir)
+        self.data = SeqData(self.target, splits, tok, str(base_dir), self.setting)
+
+    @property
+    def info(self) -> SeqData:
+        if self.data is None:
+            self.setup()
+        assert self.data is not None
+        return self.data
+
+    # -- examples -> token ids ------------------------------------------------------------
+
+    def encode_prompt(self, split: SeqSplit, history: list[int]) -> list[int]:
+        tok = self.info.tokenizer
+        ids = [2]
+        for i in history[-self.max_history:]:
+            ids += tok.encode(split.titles[i]).ids + [4]
+        return ids
+
+    def encode_title(self, split: SeqSplit, item: int) -> list[int]:
+        return self.info.tokenizer.encode(split.titles[item]).ids + [3]
+
+    def _train_examples(self, domains: list[str]) -> list[tuple[list[int], list[int]]]:
+        rng = np.random.default_rng(self.seed)
+        out = []
+        for d in domains:
+            split = self.info.splits[d]
+            for seq in split.train:
+                ks = list(range(1, len(seq)))[-self.examples_per_user:]
+                out += [(self.encode_prompt(split, seq[:k]), self.encode_title(split, seq[k]))
+                        for k in ks]
+        rng.shuffle(out)
+        return out
+
+    def train_dataloader(self) -> DataLoader:
+        model = getattr(self.trainer, "lightning_module", None) if self.trainer else None
+        domains = model.train_domains() if hasattr(model, "train_domains") else [self.target]
+        return DataLoader(self._train_examples(domains), batch_size=self.batch_size,
+                          shuffle=True, collate_fn=_collate_lm)
+
+    def _eval(self, rows: list) -> DataLoader:
+        split = self.info.splits[self.target]
+        if self.setting == "cold":
+            rows = [r for r in rows if r[4]]
+        items = [(self.encode_prompt(split, h), [self.encode_title(split, c) for c in cands])
+                 for _, h, _, cands, _ in rows]
+        return DataLoader(items, batch_size=1, collate_fn=lambda b: b[0])
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval(self.info.splits[self.target].valid)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval(self.info.splits[self.target].test)
+
+
+def _collate_lm(batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+    """Right-padded prompt + answer; the loss sees only the answer's tokens."""
+    n = max(len(p) + len(a) for p, a in batch)
+    ids = torch.zeros(len(batch), n, dtype=torch.long)
+    mask = torch.zeros(len(batch), n, dtype=torch.long)
+    labels = torch.full((len(batch), n), -100, dtype=torch.long)
+    for j, (p, a) in enumerate(batch):
+        seq = p + a
+        ids[j, : len(seq)] = torch.tensor(seq)
+        mask[j, : len(seq)] = 1
+        labels[j, len(p) : len(seq)] = torch.tensor(a)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as L
 import torch
 from torch import Tensor
 
@@ -105,12 +106,13 @@ class SmallLMConfig:
 
 
 def pretrain_small_lm(corpus: list[str], cfg: SmallLMConfig | None = None,
-                      cache_dir: str | Path = ".cache/harness") -> tuple[Any, Any]:
+                      cache_dir: str | Path = ".cache/harness") -> tuple[Any, Any, Path]:
     """Train a tokenizer and pretrain a small LM on ``corpus`` (plain text, no prompts).
 
     Plays the part a real LLM's pretraining plays for LoRA. Cached under
     ``<cache_dir>/lm/<hash of corpus and cfg>/`` (``save_pretrained`` + ``tokenizer.json``),
-    so every run and method with the same arguments adapts the same base model.
+    so every run and method with the same arguments adapts the same base model. Returns
+    (model, tokenizer, directory).
     """
     from tokenizers import Tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -120,7 +122,7 @@ def pretrain_small_lm(corpus: list[str], cfg: SmallLMConfig | None = None,
     out = Path(cache_dir) / "lm" / key
     if (out / "COMPLETE").exists():
         return (LlamaForCausalLM.from_pretrained(out).eval(),
-                Tokenizer.from_file(str(out / "tokenizer.json")))
+                Tokenizer.from_file(str(out / "tokenizer.json")), out)
     torch.manual_seed(cfg.seed)
     tok = train_tokenizer(corpus)
     model = LlamaForCausalLM(LlamaConfig(
@@ -149,4 +151,72 @@ def pretrain_small_lm(corpus: list[str], cfg: SmallLMConfig | None = None,
     out.parent.mkdir(parents=True, exist_ok=True)
     if not (out / "COMPLETE").exists():
         os.replace(tmp, out)
-    return model, tok
+    return model, tok, out
+
+
+# --------------------------------------------------------------------------- LoRA recommender
+
+
+class LoRARec(L.LightningModule):
+    """A LoRA on the base LM, trained to generate the next item's title after the prompt
+    (TALLRec-style; the row ``target-lora`` / ``specific-lora``), scored on candidates.
+
+    ``domains`` names the training domains (default: the target only). Validation and
+    test score every candidate by title log-likelihood (:func:`score_candidates`).
+    """
+
+    metrics = {"hr_1": "max", "hr_3": "max", "hr_5": "max", "ndcg_3": "max", "ndcg_5": "max",
+               "mrr": "max"}
+    search_space = {"lr": ("log", 1e-4, 1e-2), "lora_r": ("cat", [4, 8, 16])}
+
+    def __init__(self, data: Any, lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.05,
+                 lr: float = 2e-3, domains: tuple[str, ...] | None = None,
+                 target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")):
+        super().__init__()
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        self.save_hyperparameters(ignore=["data"])
+        self.domains = list(domains) if domains else [data.target]
+        base = AutoModelForCausalLM.from_pretrained(data.base_dir)
+        self.model = get_peft_model(base, LoraConfig(
+            r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+            target_modules=list(target_modules)))
+        self._vals: list[dict[str, Tensor]] = []
+
+    def train_domains(self) -> list[str]:
+        return self.domains
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.model(**batch).loss  # answer tokens only (prompt labelled -100)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        return loss
+
+    def _score(self, example: tuple[list[int], list[list[int]]]) -> None:
+        from harness.metrics.candidates import candidate_metrics
+
+        prompt, cands = example
+        scores = score_candidates(self.model, prompt, cands).unsqueeze(0)
+        self._vals.append(candidate_metrics(scores, torch.zeros(1, dtype=torch.long,
+                                                                device=scores.device)))
+
+    def _log_eval(self, stage: str) -> None:
+        keys = self._vals[0].keys() if self._vals else []
+        self.log_dict({f"{stage}/{k}": torch.cat([v[k] for v in self._vals]).mean() for k in keys})
+        self._vals = []
+
+    def validation_step(self, example: Any, batch_idx: int) -> None:
+        self._score(example)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def test_step(self, example: Any, batch_idx: int) -> None:
+        self._score(example)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW([p for p in self.parameters() if p.requires_grad],
+                                 lr=self.hparams.lr)

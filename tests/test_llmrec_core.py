@@ -58,7 +58,7 @@ def test_pretraining_teaches_the_catalogue_language_and_is_cached(tmp_path):
         corpus += sorted(ar.read_titles(meta, fmt).values())
     held_out, train = corpus[::10], [t for k, t in enumerate(corpus) if k % 10]
     lm_cfg = SmallLMConfig(hidden=64, intermediate=128, steps=60, lr=2e-3)
-    model, tok = pretrain_small_lm(train, lm_cfg, tmp_path / "cache")
+    model, tok, _ = pretrain_small_lm(train, lm_cfg, tmp_path / "cache")
 
     def nll(m):
         total = 0.0
@@ -74,6 +74,6 @@ def test_pretraining_teaches_the_catalogue_language_and_is_cached(tmp_path):
     with torch.no_grad():
         print(f"held-out NLL: pretrained {nll(model):.3f}, untrained {nll(untrained):.3f}")
         assert nll(model) < nll(untrained) - 1.0  # it learned which words go together
-    again, _ = pretrain_small_lm(train, lm_cfg, tmp_path / "cache")  # loaded, not retrained
+    again, _, _ = pretrain_small_lm(train, lm_cfg, tmp_path / "cache")  # loaded, not retrained
     for a, b in zip(model.parameters(), again.parameters(), strict=True):
         assert torch.equal(a, b)
