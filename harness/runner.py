@@ -9,7 +9,8 @@ Stage protocol: a method may declare ``stages = ("a", "b", ...)`` and a method
 ``begin_stage(name)``; each stage is one ``Trainer.fit`` with its own checkpoint
 directory and metric prefix. After a stage the model continues from that stage's
 best checkpoint (selected on validation); a finished stage leaves a ``done``
-marker so a resumed run starts in the stage it was killed in.
+marker so a resumed run starts in the stage it was killed in. An optional
+``finish_stages()`` runs after the last stage, before the test (a merge, say).
 """
 
 from __future__ import annotations
@@ -276,8 +277,10 @@ class Runner:
             if best:
                 state = torch.load(best, map_location="cpu", weights_only=False)
                 model.load_state_dict(state["state_dict"])
-        trainer = self._trainer(spec, dm, run_id, root / "test", stages[-1] if len(stages) > 1 else "",
-                                callbacks=[])
+        if hasattr(model, "finish_stages"):  # e.g. merge the stages' adapters
+            model.finish_stages()
+        # the test scores the final model (after every stage): its metrics carry no prefix
+        trainer = self._trainer(spec, dm, run_id, root / "test", "", callbacks=[])
         trainer.test(model, datamodule=dm, verbose=False)
         return score
 
