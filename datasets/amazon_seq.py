@@ -201,7 +201,9 @@ class AmazonSeqDataModule(L.LightningDataModule):
     """Multi-domain sequential data; prompts are users' histories as titles.
 
     Training examples come from the domains the method's current stage names
-    (``model.train_domains()``; the target alone by default). Validation and test use
+    (``model.train_domains()``; the target alone by default), or, while the method sets
+    ``unlabelled_prompts``, are the target's validation prompts and candidates without
+    their labels. Validation and test use
     the target domain's examples: all of them in the ``warm`` setting, the cold-item
     ones in the ``cold`` setting (``cold_share`` > 0 needed).
     """
@@ -290,6 +292,11 @@ class AmazonSeqDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         model = getattr(self.trainer, "lightning_module", None) if self.trainer else None
+        if getattr(model, "unlabelled_prompts", False):  # e.g. MoLoRec's mixture stage
+            split = self.info.splits[self.target]
+            rows = [(self.encode_prompt(split, h), [self.encode_title(split, c) for c in cands])
+                    for _, h, _, cands, _ in split.valid]
+            return DataLoader(rows, batch_size=8, shuffle=True, collate_fn=list)
         domains = model.train_domains() if hasattr(model, "train_domains") else [self.target]
         return DataLoader(self._train_examples(domains), batch_size=self.batch_size,
                           shuffle=True, collate_fn=_collate_lm)

@@ -40,14 +40,20 @@ def _pad(seqs: list[list[int]], pad: int, device: torch.device) -> tuple[Tensor,
     return ids, mask
 
 
-@torch.no_grad()
 def score_candidates(model: torch.nn.Module, prompt: list[int], candidates: list[list[int]],
-                     share_prefix: bool = True, pad_id: int = 0) -> Tensor:
+                     share_prefix: bool = True, pad_id: int = 0, grad: bool = False) -> Tensor:
     """Log-likelihood of each candidate token sequence after ``prompt`` ([C] float32).
 
-    ``model`` is a Hugging Face causal LM (anything returning ``.logits`` and taking a
-    key/value cache). Candidates must be non-empty.
+    ``grad=True`` keeps the graph (MoLoRec learns its mixture through these scores).
     """
+    with torch.set_grad_enabled(grad):
+        return _score(model, prompt, candidates, share_prefix, pad_id)
+
+
+def _score(model: torch.nn.Module, prompt: list[int], candidates: list[list[int]],
+           share_prefix: bool, pad_id: int) -> Tensor:
+    """``model`` is a Hugging Face causal LM (anything returning ``.logits`` and taking a
+    key/value cache). Candidates must be non-empty."""
     device = next(model.parameters()).device
     c = len(candidates)
     cand, cmask = _pad(candidates, pad_id, device)

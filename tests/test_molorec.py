@@ -1,0 +1,91 @@
+"""MoLoRec: the per-layer mixture, its entropy training, and the merge into one LoRA."""
+
+import torch
+
+from harness import tracking
+from harness.cli import main
+from harness.datasets.amazon_seq import AmazonSeqDataModule
+from harness.methods.molorec import MoLoRec
+
+DATA = {"domains": ("Beauty", "Toys"), "target": "Toys", "n_candidates": 10,
+        "synthetic": {"n_users": 60, "n_items": 50}, "pretrain": {"steps": 20}}
+
+
+def prepared(workdir):
+    dm = AmazonSeqDataModule(**DATA)
+    model = MoLoRec(dm.info, temperature=0.7)
+    torch.manual_seed(0)
+    for stage in ("general", "specific"):
+        model.begin_stage(stage)
+        for n, p in model.model.named_parameters():
+            if "lora_B" in n and p.requires_grad:
+                torch.nn.init.normal_(p, std=0.05)
+    with torch.no_grad():
+        model.mix_logits.normal_()  # distinct weights per layer
+    model.begin_stage("mixture")
+    return dm, model.eval()
+
+
+def test_merged_adapter_reproduces_the_mixture_at_one_lora_cost(workdir):
+    dm, model = prepared(workdir)
+    ids = torch.tensor([[2, 5, 6, 7, 4, 8, 9, 4]])
+    with torch.no_grad():
+        mixed = model.model(input_ids=ids).logits
+        model.finish_stages()
+        merged = model.model(input_ids=ids).logits
+    assert torch.allclose(mixed, merged, atol=1e-5)
+    assert model.model.active_adapters == ["merged"]
+    # inference cost: one adapter per layer, with the parameters of one rank-2r LoRA
+    calls = []
+    hooks = [m.register_forward_hook(lambda *a: calls.append(1))
+             for layer in model.lora_layers for m in layer.lora_B.values()]
+    with torch.no_grad():
+        model.model(input_ids=ids)
+    for h in hooks:
+        h.remove()
+    assert len(calls) == len(model.lora_layers)
+    n_merged = sum(layer.lora_A["merged"].weight.numel() + layer.lora_B["merged"].weight.numel()
+                   for layer in model.lora_layers)
+    n_each = sum(layer.lora_A["default"].weight.numel() + layer.lora_B["default"].weight.numel()
+                 for layer in model.lora_layers)
+    assert n_merged == 2 * n_each
+
+
+def test_mixture_training_lowers_entropy_on_unlabelled_prompts(workdir):
+    dm, model = prepared(workdir)  # eval mode: no LoRA dropout, so the entropy is exact
+    split = dm.info.splits["Toys"]
+    batch = [(dm.encode_prompt(split, h), [dm.encode_title(split, c) for c in cands])
+             for _, h, _, cands, _ in split.valid[:8]]
+    model.log = lambda *a, **k: None
+    opt = model.configure_optimizers()
+    assert opt.param_groups[0]["params"] == [model.mix_logits]
+    first = model.training_step(batch, 0).item()
+    for _ in range(15):
+        loss = model.training_step(batch, 0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert model.training_step(batch, 0).item() < first
+
+
+BENCH = """
+name: molo
+methods:
+  molorec: {method: molorec, params: {lr: 0.003}}
+datasets:
+  tiny: {dataset: amazon-seq, params: {domains: [Beauty, Toys], target: Toys, n_candidates: 10,
+         synthetic: {n_users: 60, n_items: 50}, pretrain: {steps: 20}}}
+seeds: 1
+monitor: {metric: val/ndcg_3, mode: max}
+table: [ndcg_3]
+trainer: {max_epochs: 1, accelerator: cpu, devices: 1}
+"""
+
+
+def test_molorec_runs_through_the_runner(workdir):
+    (workdir / "m.yaml").write_text(BENCH)
+    assert main(["bench", str(workdir / "m.yaml"), "--no-progress", "--no-report"]) == 0
+    mlf = tracking.client(tracking.tracking_uri())
+    exp = mlf.get_experiment_by_name("molo")
+    (run,) = mlf.search_runs([exp.experiment_id], filter_string="tags.`harness.complete` = '1'")
+    assert {"mixture/val/ndcg_3", "general/val/ndcg_3", "test/ndcg_3"} <= set(run.data.metrics)
