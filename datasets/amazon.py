@@ -169,6 +169,19 @@ def write_synthetic(out_dir: str | Path, cfg: SyntheticConfig | None = None,
     return out_dir
 
 
+def _publish(tmp: Path, out: Path) -> None:
+    """Move a finished directory into place atomically; if another process (a DDP rank)
+    published an identical one first, keep theirs. A published directory always holds
+    its ``COMPLETE`` marker, so it is never removed here."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not (out / "COMPLETE").exists():
+        shutil.rmtree(out, ignore_errors=True)  # a leftover from an interrupted older write
+    try:
+        os.replace(tmp, out)
+    except OSError:  # lost the race to an identical copy
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def gini(counts: np.ndarray) -> float:
     """Gini coefficient of non-negative counts (0 = equal, 1 = all mass on one)."""
     x = np.sort(np.asarray(counts, dtype=np.float64))
@@ -331,15 +344,7 @@ class AmazonDataModule(L.LightningDataModule):
             tmp = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".tmp-"))
             write_synthetic(tmp, self.synthetic, self.category)
             (tmp / "COMPLETE").touch()
-            out.parent.mkdir(parents=True, exist_ok=True)
-            if (out / "COMPLETE").exists():  # another process (a DDP rank) was faster
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                shutil.rmtree(out, ignore_errors=True)  # a half-written leftover
-                try:
-                    os.replace(tmp, out)
-                except OSError:  # lost a race to an identical copy
-                    shutil.rmtree(tmp, ignore_errors=True)
+            _publish(tmp, out)
         return out
 
     def fingerprint(self) -> str:

@@ -236,8 +236,16 @@ class AmazonSeqDataModule(L.LightningDataModule):
         key = hashlib.sha256(json.dumps(asdict(self.synthetic), sort_keys=True).encode()).hexdigest()[:12]
         out = self.cache_dir / "synthetic" / f"amazon-multi-{key}"
         if not (out / "COMPLETE").exists():
-            write_multidomain(out, self.synthetic)
-            (out / "COMPLETE").touch()
+            import os
+            import tempfile
+
+            from harness.datasets.amazon import _publish
+
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=f".tmp-{os.getpid()}-"))
+            write_multidomain(tmp, self.synthetic)
+            (tmp / "COMPLETE").touch()
+            _publish(tmp, out)
         return out
 
     def fingerprint(self) -> str:

@@ -154,9 +154,9 @@ def pretrain_small_lm(corpus: list[str], cfg: SmallLMConfig | None = None,
     model.save_pretrained(tmp)
     tok.save(str(tmp / "tokenizer.json"))
     (tmp / "COMPLETE").touch()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not (out / "COMPLETE").exists():
-        os.replace(tmp, out)
+    from harness.datasets.amazon import _publish
+
+    _publish(tmp, out)
     return model, tok, out
 
 
