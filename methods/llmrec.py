@@ -167,7 +167,8 @@ class LoRARec(L.LightningModule):
     """A LoRA on the base LM, trained to generate the next item's title after the prompt
     (TALLRec-style; the row ``target-lora`` / ``specific-lora``), scored on candidates.
 
-    ``domains`` names the training domains (default: the target only). Validation and
+    ``domains`` names the training domains (default: the target only; ``"all"``: every
+    domain of the dataset, the joint baseline). Validation and
     test score every candidate by title log-likelihood (:func:`score_candidates`).
     """
 
@@ -176,13 +177,19 @@ class LoRARec(L.LightningModule):
     search_space = {"lr": ("log", 1e-4, 1e-2), "lora_r": ("cat", [4, 8, 16])}
 
     def __init__(self, data: Any, lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.05,
-                 lr: float = 2e-3, domains: tuple[str, ...] | None = None,
+                 lr: float = 2e-3, domains: tuple[str, ...] | str | None = None,
                  target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")):
         super().__init__()
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM
 
         self.save_hyperparameters(ignore=["data"])
+        if domains == "all":  # every domain of the dataset (joint training)
+            domains = tuple(data.splits)
+        unknown = set(domains or ()) - set(data.splits)
+        if unknown:
+            raise ValueError(f"unknown training domains {sorted(unknown)}; the data has "
+                             f"{sorted(data.splits)} (or use domains: all)")
         self.domains = list(domains) if domains else [data.target]
         base = AutoModelForCausalLM.from_pretrained(data.base_dir)
         self.model = get_peft_model(base, LoraConfig(
