@@ -1,9 +1,8 @@
 """MoLoRec: the per-layer mixture, its entropy training, and the merge into one LoRA."""
 
 import torch
+from helpers import run_bench, tiny_seq_bench
 
-from harness import tracking
-from harness.cli import main
 from harness.datasets.amazon_seq import AmazonSeqDataModule
 from harness.methods.molorec import MoLoRec
 
@@ -68,24 +67,9 @@ def test_mixture_training_lowers_entropy_on_unlabelled_prompts(workdir):
     assert model.training_step(batch, 0).item() < first
 
 
-BENCH = """
-name: molo
-methods:
-  molorec: {method: molorec, params: {lr: 0.003}}
-datasets:
-  tiny: {dataset: amazon-seq, params: {domains: [Beauty, Toys], target: Toys, n_candidates: 10,
-         synthetic: {n_users: 60, n_items: 50}, pretrain: {steps: 20}}}
-seeds: 1
-monitor: {metric: val/ndcg_3, mode: max}
-table: [ndcg_3]
-trainer: {max_epochs: 1, accelerator: cpu, devices: 1}
-"""
+BENCH = tiny_seq_bench("molo", "molorec", "molorec", 0.003, "[ndcg_3]")
 
 
 def test_molorec_runs_through_the_runner(workdir):
-    (workdir / "m.yaml").write_text(BENCH)
-    assert main(["bench", str(workdir / "m.yaml"), "--no-progress", "--no-report"]) == 0
-    mlf = tracking.client(tracking.tracking_uri())
-    exp = mlf.get_experiment_by_name("molo")
-    (run,) = mlf.search_runs([exp.experiment_id], filter_string="tags.`harness.complete` = '1'")
+    run = run_bench(workdir, BENCH, "molo")
     assert {"mixture/val/ndcg_3", "general/val/ndcg_3", "test/ndcg_3"} <= set(run.data.metrics)

@@ -1,9 +1,8 @@
 """WeaveRec: hybrid LoRAs per source, merged adapter = average of deltas, via the stage protocol."""
 
 import torch
+from helpers import run_bench, tiny_seq_bench
 
-from harness import tracking
-from harness.cli import main
 from harness.datasets.amazon_seq import AmazonSeqDataModule
 from harness.methods.weaverec import MergeLoRA, WeaveRec
 
@@ -42,26 +41,11 @@ def test_weave_stages_and_merge_is_the_average_of_deltas(workdir):
                                   "domain-Sports": ["Sports"]}
 
 
-BENCH = """
-name: weave
-methods:
-  weaverec: {method: weaverec, params: {lr: 0.003}}
-datasets:
-  tiny: {dataset: amazon-seq, params: {domains: [Beauty, Toys], target: Toys, n_candidates: 10,
-         synthetic: {n_users: 60, n_items: 50}, pretrain: {steps: 20}}}
-seeds: 1
-monitor: {metric: val/ndcg_3, mode: max}
-table: [ndcg_3]
-trainer: {max_epochs: 1, accelerator: cpu, devices: 1}
-"""
+BENCH = tiny_seq_bench("weave", "weaverec", "weaverec", 0.003, "[ndcg_3]")
 
 
 def test_weaverec_runs_its_stages_through_the_runner(workdir):
-    (workdir / "w.yaml").write_text(BENCH)
-    assert main(["bench", str(workdir / "w.yaml"), "--no-progress", "--no-report"]) == 0
-    mlf = tracking.client(tracking.tracking_uri())
-    exp = mlf.get_experiment_by_name("weave")
-    (run,) = mlf.search_runs([exp.experiment_id], filter_string="tags.`harness.complete` = '1'")
+    run = run_bench(workdir, BENCH, "weave")
     keys = set(run.data.metrics)
     assert {"target/val/ndcg_3", "hybrid-Beauty/val/ndcg_3", "test/ndcg_3"} <= keys
     assert list((workdir / "runs" / "weave").glob("*/hybrid-Beauty/done"))

@@ -1,0 +1,36 @@
+"""Small shared pieces for tests: a tiny multi-domain benchmark and running one bench."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness import tracking
+from harness.cli import main
+
+
+def tiny_seq_bench(name: str, row: str, method: str, lr: float, table: str) -> str:
+    """A one-row, one-seed, one-epoch benchmark on two tiny synthetic domains (target Toys)."""
+    return f"""
+name: {name}
+methods:
+  {row}: {{method: {method}, params: {{lr: {lr}}}}}
+datasets:
+  tiny: {{dataset: amazon-seq, params: {{domains: [Beauty, Toys], target: Toys, n_candidates: 10,
+         synthetic: {{n_users: 60, n_items: 50}}, pretrain: {{steps: 20}}}}}}
+seeds: 1
+monitor: {{metric: val/ndcg_3, mode: max}}
+table: {table}
+trainer: {{max_epochs: 1, accelerator: cpu, devices: 1}}
+"""
+
+
+def run_bench(workdir: Path, text: str, name: str) -> Any:
+    """Write the YAML, run it through the CLI, return its single complete MLflow run."""
+    path = workdir / f"{name}.yaml"
+    path.write_text(text)
+    assert main(["bench", str(path), "--no-progress", "--no-report"]) == 0
+    mlf = tracking.client(tracking.tracking_uri())
+    exp = mlf.get_experiment_by_name(name)
+    (run,) = mlf.search_runs([exp.experiment_id], filter_string="tags.`harness.complete` = '1'")
+    return run
