@@ -10,18 +10,26 @@ from harness.sweep import validate_space
 
 
 def test_sweep_prunes_exports_continues_and_feeds_bench(workdir, capsys):
+    import optuna
+
+    from harness.sweep import open_study
+
+    # Seed the study with three sound trials and then one whose learning rate is too small to
+    # learn anything: it must be pruned once the median of the first three is known. (The
+    # sampler's own draws are random and may or may not be pruned.)
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    seeded = open_study("aurl-amazon-synthetic-mf+aurl", storage, "maximize")
+    for lr in (0.01, 0.009, 0.008, 1e-5):
+        seeded.enqueue_trial({"lr": lr, "lambda_ga": 1.0, "lambda_gu": 0.1})
     argv = ["sweep", "aurl", "--profile", "quick", "--trials", "8", "--no-progress"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "study aurl-amazon-synthetic-mf+aurl" in out
 
-    import optuna
-
-    study = optuna.load_study(study_name="aurl-amazon-synthetic-mf+aurl",
-                              storage=f"sqlite:///{workdir / 'optuna.db'}")
+    study = optuna.load_study(study_name="aurl-amazon-synthetic-mf+aurl", storage=storage)
     states = [t.state for t in study.trials]
     assert len(states) == 8
-    assert states.count(optuna.trial.TrialState.PRUNED) >= 1
+    assert states[:4] == [optuna.trial.TrialState.COMPLETE] * 3 + [optuna.trial.TrialState.PRUNED]
     assert states.count(optuna.trial.TrialState.COMPLETE) >= 1
 
     mlf = tracking.client(tracking.tracking_uri())
