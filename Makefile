@@ -1,5 +1,5 @@
 # Everything a researcher runs. Variables: METHOD, PROFILE (quick|default|paper), SEEDS,
-# DATA, DATASET, DEVICES, ACCELERATOR, STRATEGY, NUM_NODES, PRECISION, TUNED=1,
+# DATA, DATASET, BACKBONE (a local Hugging Face LLM directory), DEVICES, ACCELERATOR, STRATEGY, NUM_NODES, PRECISION, TUNED=1,
 # TRIALS and ROW (sweep), MLFLOW_TRACKING_URI, OPTUNA_STORAGE.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +10,8 @@ PROFILE ?= default
 
 ARGS = --profile $(PROFILE) \
 	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATA),--data $(DATA)) \
-	$(if $(DATASET),--dataset $(DATASET)) $(if $(DEVICES),--devices $(DEVICES)) \
+	$(if $(DATASET),--dataset $(DATASET)) $(if $(BACKBONE),--backbone $(BACKBONE)) \
+	$(if $(DEVICES),--devices $(DEVICES)) \
 	$(if $(ACCELERATOR),--accelerator $(ACCELERATOR)) $(if $(STRATEGY),--strategy $(STRATEGY)) \
 	$(if $(NUM_NODES),--num-nodes $(NUM_NODES)) $(if $(PRECISION),--precision $(PRECISION)) \
 	$(if $(filter 1 yes true,$(TUNED)),--tuned) $(if $(JOBS),--jobs $(JOBS))

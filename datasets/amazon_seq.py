@@ -195,6 +195,7 @@ class SeqData:
     tokenizer: Any
     base_dir: str  # a Hugging Face causal-LM directory (pretrained here, or the user's)
     setting: str  # warm | cold
+    codec: Any = None  # titles -> prompt / answer token ids (WordCodec or TextCodec)
 
 
 class AmazonSeqDataModule(L.LightningDataModule):
@@ -216,7 +217,7 @@ class AmazonSeqDataModule(L.LightningDataModule):
                  cold_share: float = 0.0, max_history: int = 10, examples_per_user: int = 3,
                  batch_size: int = 16, synthetic: dict[str, Any] | None = None,
                  pretrain: dict[str, Any] | None = None, cache_dir: str = ".cache/harness",
-                 seed: int = 0):
+                 backbone: str | None = None, seed: int = 0):
         super().__init__()
         if setting not in ("warm", "cold"):
             raise UserError(f"setting must be 'warm' or 'cold', got {setting!r}")
@@ -228,6 +229,7 @@ class AmazonSeqDataModule(L.LightningDataModule):
         self.batch_size, self.cache_dir, self.seed = batch_size, Path(cache_dir), seed
         self.synthetic = MultiDomainConfig(**{"domains": tuple(domains), **(synthetic or {})})
         self.pretrain = pretrain or {}
+        self.backbone = backbone
         self.data: SeqData | None = None
 
     def raw_dir(self) -> Path:
@@ -258,14 +260,25 @@ class AmazonSeqDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
-        from harness.methods.llmrec import SmallLMConfig, pretrain_small_lm
+        from harness.methods.llmrec import (
+            SmallLMConfig,
+            TextCodec,
+            WordCodec,
+            load_backbone_tokenizer,
+            pretrain_small_lm,
+        )
 
+        tok = load_backbone_tokenizer(self.backbone) if self.backbone else None  # fail early
         splits = {d: sequential_split(self.raw_dir(), d, self.n_candidates,
                                       self.cold_share if d == self.target else 0.0, seed=self.seed)
                   for d in self.domains}
+        if tok is not None:  # the user's LLM: its own tokenizer, nothing pretrained here
+            self.data = SeqData(self.target, splits, tok, str(Path(self.backbone).expanduser()),
+                                self.setting, TextCodec(tok))
+            return
         corpus = sorted({t for s in splits.values() for t in s.titles})  # catalogue text only
         _, tok, base_dir = pretrain_small_lm(corpus, SmallLMConfig(**self.pretrain), self.cache_dir)
-        self.data = SeqData(self.target, splits, tok, str(base_dir), self.setting)
+        self.data = SeqData(self.target, splits, tok, str(base_dir), self.setting, WordCodec(tok))
 
     @property
     def info(self) -> SeqData:
@@ -277,14 +290,10 @@ class AmazonSeqDataModule(L.LightningDataModule):
     # -- examples -> token ids ------------------------------------------------------------
 
     def encode_prompt(self, split: SeqSplit, history: list[int]) -> list[int]:
-        tok = self.info.tokenizer
-        ids = [2]
-        for i in history[-self.max_history:]:
-            ids += tok.encode(split.titles[i]).ids + [4]
-        return ids
+        return self.info.codec.prompt([split.titles[i] for i in history[-self.max_history:]])
 
     def encode_title(self, split: SeqSplit, item: int) -> list[int]:
-        return self.info.tokenizer.encode(split.titles[item]).ids + [3]
+        return self.info.codec.answer(split.titles[item])
 
     def _train_examples(self, domains: list[str]) -> list[tuple[list[int], list[int]]]:
         rng = np.random.default_rng(self.seed)
@@ -301,21 +310,25 @@ class AmazonSeqDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         model = getattr(self.trainer, "lightning_module", None) if self.trainer else None
         if getattr(model, "unlabelled_prompts", False):  # e.g. MoLoRec's mixture stage
-            split = self.info.splits[self.target]
-            rows = [(self.encode_prompt(split, h), [self.encode_title(split, c) for c in cands])
-                    for _, h, _, cands, _ in split.valid]
+            rows = self._eval_rows(self.info.splits[self.target].valid)  # the evaluated setting's
             return DataLoader(rows, batch_size=8, shuffle=True, collate_fn=list)
         domains = model.train_domains() if hasattr(model, "train_domains") else [self.target]
         return DataLoader(self._train_examples(domains), batch_size=self.batch_size,
                           shuffle=True, collate_fn=_collate_lm)
 
-    def _eval(self, rows: list) -> DataLoader:
+    def _eval_rows(self, rows: list) -> list[tuple[list[int], list[list[int]]]]:
+        """(prompt, candidate titles) of the setting's examples; the target is candidate 0."""
         split = self.info.splits[self.target]
         if self.setting == "cold":
             rows = [r for r in rows if r[4]]
-        items = [(self.encode_prompt(split, h), [self.encode_title(split, c) for c in cands])
-                 for _, h, _, cands, _ in rows]
-        return DataLoader(items, batch_size=1, collate_fn=lambda b: b[0])
+        if not rows:
+            raise UserError(f"no {self.setting} examples in the {self.target} split"
+                            + (" (the cold setting needs cold_share > 0)" if self.setting == "cold" else ""))
+        return [(self.encode_prompt(split, h), [self.encode_title(split, c) for c in cands])
+                for _, h, _, cands, _ in rows]
+
+    def _eval(self, rows: list) -> DataLoader:
+        return DataLoader(self._eval_rows(rows), batch_size=1, collate_fn=lambda b: b[0])
 
     def val_dataloader(self) -> DataLoader:
         return self._eval(self.info.splits[self.target].valid)

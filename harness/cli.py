@@ -28,10 +28,11 @@ def _load(args: argparse.Namespace) -> spec.Benchmark:
     if getattr(args, "tuned", False):
         from harness import sweep
 
-        tuned = sweep.load_tuned(spec.load(args.benchmark, profile=args.profile))
+        tuned = sweep.load_tuned(spec.load(args.benchmark, profile=args.profile,
+                                           backbone=args.backbone))
     return spec.load(args.benchmark, profile=args.profile, seeds=args.seeds, data_dir=args.data,
-                     dataset=args.dataset,
-                     trainer=_trainer_overrides(args), tuned=tuned)
+                     dataset=args.dataset, trainer=_trainer_overrides(args), tuned=tuned,
+                     backbone=args.backbone)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -134,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--seeds", type=int, default=None, help="number of seeds (0..n-1)")
         s.add_argument("--data", default=None, help="directory with real data")
         s.add_argument("--dataset", default=None, help="dataset label or real category name")
+        s.add_argument("--backbone", default=None,
+                       help="local Hugging Face causal-LM directory (LLM recommenders)")
         s.add_argument("--tracking-uri", default=None,
                        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
         s.add_argument("--reports", default="reports", help="output directory for tables")

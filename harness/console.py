@@ -9,6 +9,8 @@ _NOISE = (
     ".*isinstance.treespec, LeafSpec.*",
     ".*smaller than the logging interval.*",
     ".*Sparse CSR tensor support is in beta.*",
+    ".*is_gradient_checkpointing. is deprecated.*",  # peft calls it, not us
+    ".*module.s. in eval mode at the start of training.*",  # the frozen base LM, on purpose
 )
 
 
@@ -18,3 +20,9 @@ def quiet() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     for name in ("lightning.pytorch", "lightning.fabric", "alembic", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    import os
+    import sys
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # "Loading weights" bars per run
+    if "transformers" in sys.modules:  # imported before the variable was set
+        sys.modules["transformers"].utils.logging.disable_progress_bar()

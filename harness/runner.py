@@ -11,16 +11,25 @@ directory and metric prefix. After a stage the model continues from that stage's
 best checkpoint (selected on validation); a finished stage leaves a ``done``
 marker so a resumed run starts in the stage it was killed in. An optional
 ``finish_stages()`` runs after the last stage, before the test (a merge, say).
+
+Shared stages: a method may declare ``stage_independent = {stage: (param, ...)}``,
+the row parameters a stage does not depend on (MoLoRec's mixture temperature does not
+change its general LoRA; a merge's combination changes no trained LoRA). Rows that differ
+only in those parameters then train that stage once: its checkpoints live under
+``runs/<benchmark>/stages/<key of the run without those parameters>/<stage>/``, guarded by
+a file lock so parallel jobs wait for each other instead of training it twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +79,36 @@ def run_key(spec: RunSpec, dm: L.LightningDataModule) -> str:
     dm.prepare_data()
     version = str(getattr(registry.load("method", spec.method), "version", "1"))
     return spec.key(dm.fingerprint(), version)
+
+
+def stage_dir(run_dir: Path, spec: RunSpec, key: str, dm: Any, model: Any, stage: str) -> Path:
+    """Checkpoint directory of one stage: the run's own, or a shared one (``stage_independent``)."""
+    stages = tuple(getattr(model, "stages", ("fit",)))
+    declared = getattr(model, "stage_independent", {})
+    upto = stages[: stages.index(stage) + 1]  # a stage starts from the weights of those before it
+    ignored = set.intersection(*(set(declared.get(s, ())) for s in upto))
+    if not ignored:
+        return run_dir / spec.benchmark / key / stage
+    kept = {k: v for k, v in spec.params.items() if k not in ignored}
+    shared = run_key(replace(spec, params={**kept, "__stages__": list(upto)}), dm)
+    return run_dir / spec.benchmark / "stages" / shared / stage
+
+
+@contextlib.contextmanager
+def _stage_lock(root: Path) -> Iterator[None]:
+    """Exclusive lock for a shared stage directory (one process per run; not under DDP ranks)."""
+    if "stages" not in root.parts or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        yield
+        return
+    import fcntl
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class Runner:
@@ -272,11 +311,16 @@ class Runner:
         for stage in stages:
             if hasattr(model, "begin_stage"):
                 model.begin_stage(stage)
-            best, score = self._fit_stage(spec, model, dm, run_id, root / stage,
-                                          stage if len(stages) > 1 else "", extra_callbacks)
+            sdir = stage_dir(self.run_dir, spec, key, dm, model, stage)
+            if sdir.parent != root:
+                self._journal.call("set_tag", run_id, f"harness.stage.{stage}", f"shared: {sdir}")
+            with _stage_lock(sdir):
+                best, score = self._fit_stage(spec, model, dm, run_id, sdir,
+                                              stage if len(stages) > 1 else "", extra_callbacks)
             if best:
                 state = torch.load(best, map_location="cpu", weights_only=False)
-                model.load_state_dict(state["state_dict"])
+                model.load_state_dict(state["state_dict"],  # adapter-only checkpoints: not strict
+                                      strict=getattr(model, "strict_loading", True))
         if hasattr(model, "finish_stages"):  # e.g. merge the stages' adapters
             model.finish_stages()
         # the test scores the final model (after every stage): its metrics carry no prefix

@@ -25,7 +25,7 @@ from harness.errors import UserError
 PROFILES = ("quick", "default", "paper")
 _TOP_KEYS = {
     "name", "description", "proposed", "methods", "datasets", "seeds", "monitor", "table",
-    "trainer", "early_stopping", "profiles", "requires_data",
+    "trainer", "early_stopping", "profiles", "requires_data", "requires_backbone",
 }
 
 
@@ -124,10 +124,12 @@ def load(
     dataset: str | None = None,
     trainer: dict[str, Any] | None = None,
     tuned: dict[str, dict[str, Any]] | None = None,
+    backbone: str | None = None,
 ) -> Benchmark:
     """Read ``benchmarks/<name>.yaml`` (or a YAML path), apply a profile and overrides, expand runs.
 
-    ``tuned`` maps a dataset label to method-row parameter overrides (from a sweep).
+    ``tuned`` maps a dataset label to method-row parameter overrides (from a sweep);
+    ``backbone`` (a local Hugging Face model directory) becomes every dataset's ``backbone``.
     """
     path = Path(name) if name.endswith((".yaml", ".yml")) else benchmarks_dir() / f"{name}.yaml"
     if not path.exists():
@@ -135,6 +137,8 @@ def load(
             f"no benchmark {name!r} (looked for {path}); available: {', '.join(available())}"
         )
     raw = yaml.safe_load(path.read_text()) or {}
+    for k in [k for k in raw if str(k).startswith("x-")]:  # anchors only (``x-name: &a {...}``)
+        raw.pop(k)
     unknown = set(raw) - _TOP_KEYS
     if unknown:
         raise UserError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
@@ -161,7 +165,16 @@ def load(
     elif cfg.get("requires_data"):
         raise UserError(
             f"profile {profile!r} of {cfg['name']} runs on real data: pass DATA=/path/to/dir "
-            "DATASET=<category> (make) or --data/--dataset (harness)"
+            "(make; plus DATASET=<category> where a benchmark reads one category) or "
+            "--data/--dataset (harness)"
+        )
+    if backbone is not None:
+        cfg["datasets"] = _with_backbone(cfg["datasets"], backbone)
+    elif cfg.get("requires_backbone"):
+        raise UserError(
+            f"profile {profile!r} of {cfg['name']} adapts a real LLM: pass "
+            "BACKBONE=/path/to/Qwen2-7B-Instruct (make) or --backbone (harness), a local Hugging "
+            "Face model directory (nothing is downloaded at run time)"
         )
     if seeds is not None:
         cfg["seeds"] = list(range(seeds))
@@ -192,13 +205,47 @@ def load(
     return bench
 
 
+def _with_backbone(datasets: dict[str, Any], backbone: str) -> dict[str, Any]:
+    import inspect
+
+    from harness import registry
+
+    for label, ds in datasets.items():
+        cls = registry.load("dataset", ds["dataset"])
+        if "backbone" not in inspect.signature(cls.__init__).parameters:
+            raise UserError(f"dataset {label!r} ({ds['dataset']}) takes no LLM backbone; "
+                            "BACKBONE / --backbone is for the LLM recommenders")
+    path = Path(backbone).expanduser()
+    if not path.is_dir():
+        raise UserError(f"backbone directory {backbone} does not exist (BACKBONE / --backbone)")
+    if not (path / "config.json").is_file():
+        raise UserError(f"backbone directory {backbone} has no config.json: not a Hugging Face "
+                        "model directory")
+    return {label: {**ds, "params": {**(ds.get("params") or {}), "backbone": str(path.resolve())}}
+            for label, ds in datasets.items()}
+
+
 def _real_data(datasets: dict[str, Any], data_dir: str, category: str | None) -> dict[str, Any]:
-    """Replace the benchmark's datasets by one real category read from ``data_dir``."""
-    if not category:
-        raise UserError("DATA was given without DATASET: name the category, e.g. DATASET=Books")
+    """Point the benchmark's datasets at real files in ``data_dir``.
+
+    Single-category datasets are replaced by the one category ``category`` names.
+    Multi-domain datasets (params with ``domains``) keep their domains, read from
+    ``data_dir``; ``category`` then optionally picks one of the benchmark's dataset labels.
+    """
     if not Path(data_dir).expanduser().is_dir():
         raise UserError(f"data directory {data_dir} does not exist")
+    resolved = str(Path(data_dir).expanduser().resolve())
+    if any("domains" in (ds.get("params") or {}) for ds in datasets.values()):
+        if category is not None and category not in datasets:
+            raise UserError(f"DATASET={category} is none of this benchmark's datasets "
+                            f"({', '.join(datasets)}); its domains are set in the YAML")
+        chosen = {category: datasets[category]} if category else datasets
+        return {label: {**ds, "params": {**{k: v for k, v in (ds.get("params") or {}).items()
+                                             if k != "synthetic"}, "data_dir": resolved}}
+                for label, ds in chosen.items()}
+    if not category:
+        raise UserError("DATA was given without DATASET: name the category, e.g. DATASET=Books")
     first = next(iter(datasets.values()))
     params = {k: v for k, v in (first.get("params") or {}).items() if k != "synthetic"}
-    params.update(data_dir=str(Path(data_dir).expanduser().resolve()), category=category)
+    params.update(data_dir=resolved, category=category)
     return {category: {"dataset": first["dataset"], "params": params}}

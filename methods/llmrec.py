@@ -26,8 +26,10 @@ from torch import Tensor
 
 
 def _cache_kwarg(model: torch.nn.Module) -> str:
-    """``cache`` in transformers >= 5.2x, ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    """``cache`` in transformers >= 5.2x, ``past_key_values`` before (a peft wrapper's
+    ``forward`` takes ``**kwargs``: look at the model underneath)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _pad(seqs: list[list[int]], pad: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -160,6 +162,78 @@ def pretrain_small_lm(corpus: list[str], cfg: SmallLMConfig | None = None,
     return model, tok, out
 
 
+# --------------------------------------------------------------------------- prompts as token ids
+
+
+class WordCodec:
+    """Prompts for the small word-level backbone: ``[BOS] t_1 [SEP] ... t_n [SEP]``; an
+    answer is ``title [EOS]``."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def prompt(self, titles: list[str]) -> list[int]:
+        ids = [2]
+        for t in titles:
+            ids += self.tokenizer.encode(t).ids + [4]
+        return ids
+
+    def answer(self, title: str) -> list[int]:
+        return self.tokenizer.encode(title).ids + [3]
+
+
+class TextCodec:
+    """Prompts for a real LLM (a Hugging Face tokenizer): the history as quoted titles in an
+    instruction, the answer the quoted next title and the end-of-sequence token."""
+
+    INSTRUCTION = ("Given the items a user bought, in order, recommend the next item.\n"
+                   "History:\n{history}\nNext item:")
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        eos = tokenizer.eos_token_id
+        self.eos = [eos] if eos is not None else []
+
+    def prompt(self, titles: list[str]) -> list[int]:
+        text = self.INSTRUCTION.format(history="\n".join(f'"{t}"' for t in titles))
+        return self.tokenizer(text, add_special_tokens=True)["input_ids"]
+
+    def answer(self, title: str) -> list[int]:
+        return self.tokenizer(f' "{title}"', add_special_tokens=False)["input_ids"] + self.eos
+
+
+def load_backbone_tokenizer(path: str | Path) -> Any:
+    """The tokenizer of a local Hugging Face causal-LM directory, with clear errors."""
+    from harness.errors import UserError
+
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise UserError(f"backbone directory {path} does not exist; give a local Hugging Face "
+                        "causal-LM directory, e.g. BACKBONE=/models/Qwen2-7B-Instruct (make) or "
+                        "--backbone (harness). Nothing is downloaded at run time.")
+    if not (path / "config.json").is_file():
+        raise UserError(f"backbone directory {path} has no config.json: it is not a Hugging Face "
+                        "model directory (save one with save_pretrained or huggingface-cli download)")
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # missing tokenizer files, unknown tokenizer class
+        raise UserError(f"cannot load a tokenizer from {path} ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200]})") from exc
+
+
+def load_causal_lm(path: str | Path, dtype: str | None = None) -> torch.nn.Module:
+    """``AutoModelForCausalLM`` from a local directory, in ``dtype`` (e.g. ``bfloat16``) if given."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    if dtype is None:
+        return AutoModelForCausalLM.from_pretrained(path)
+    kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    return AutoModelForCausalLM.from_pretrained(path, **{kw: getattr(torch, dtype)})
+
+
 # --------------------------------------------------------------------------- LoRA recommender
 
 
@@ -178,10 +252,10 @@ class LoRARec(L.LightningModule):
 
     def __init__(self, data: Any, lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.05,
                  lr: float = 2e-3, domains: tuple[str, ...] | str | None = None,
-                 target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")):
+                 target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+                 dtype: str | None = None):
         super().__init__()
         from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM
 
         self.save_hyperparameters(ignore=["data"])
         if domains == "all":  # every domain of the dataset (joint training)
@@ -191,11 +265,18 @@ class LoRARec(L.LightningModule):
             raise ValueError(f"unknown training domains {sorted(unknown)}; the data has "
                              f"{sorted(data.splits)} (or use domains: all)")
         self.domains = list(domains) if domains else [data.target]
-        base = AutoModelForCausalLM.from_pretrained(data.base_dir)
+        base = load_causal_lm(data.base_dir, dtype)  # LoRA weights stay float32 (peft's default)
         self.model = get_peft_model(base, LoraConfig(
             r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
             target_modules=list(target_modules)))
         self._vals: list[dict[str, Tensor]] = []
+        self.strict_loading = False  # checkpoints hold the adapters only (on_save_checkpoint)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the adapters (and the method's own parameters), not the frozen base LM: it
+        is the backbone directory already, and 15 GB per checkpoint for a 7B model."""
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                    if "lora_" in k or not k.startswith("model.")}
 
     def train_domains(self) -> list[str]:
         return self.domains

@@ -12,6 +12,9 @@ Stages (the runner's stage protocol):
 (Delta W_l = sum_k softmax(w_l / T)_k Delta W_k, exact, via concatenated A and B), so
 inference costs one LoRA. peft merges with one weight per adapter for the whole model;
 the per-layer weights are what is written here.
+
+With ``learn_mixture=False`` the mixture stage is skipped and every layer keeps the
+uniform weights softmax(0) = (1/2, 1/2): the fixed-average baseline (row ``avg-mix``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ class MoLoRec(LoRARec):
 
     search_space = {"lr": ("log", 1e-4, 1e-2), "temperature": ("log", 0.1, 10.0)}
 
-    def __init__(self, data: Any, temperature: float = 1.0, mix_lr: float = 0.05, **kw: Any):
+    def __init__(self, data: Any, temperature: float = 1.0, mix_lr: float = 0.05,
+                 learn_mixture: bool = True, **kw: Any):
         super().__init__(data, **kw)
         from peft.tuners.lora import LoraLayer
 
@@ -37,7 +41,9 @@ class MoLoRec(LoRARec):
         self.model.add_adapter("specific", self.model.peft_config["default"])
         self.lora_layers = [m for m in self.model.modules() if isinstance(m, LoraLayer)]
         self.mix_logits = nn.Parameter(torch.zeros(len(self.lora_layers), 2), requires_grad=False)
-        self.stages = ("general", "specific", "mixture")
+        self.stages = ("general", "specific", "mixture") if learn_mixture else ("general", "specific")
+        late = ("temperature", "mix_lr", "learn_mixture")  # rows avg-mix and molorec share both LoRAs
+        self.stage_independent = {"general": late, "specific": late}
         self.unlabelled_prompts = False
         self._hooks: list[Any] = []
 
@@ -78,6 +84,9 @@ class MoLoRec(LoRARec):
             entropies.append(-(logp.exp() * logp).sum())
         loss = torch.stack(entropies).mean()
         self.log("train/entropy", loss, prog_bar=True, batch_size=len(batch))
+        w = self.mixture_weights().detach()[:, 0]  # where the mixture leans: general's share
+        self.log_dict({"train/general_weight_mean": w.mean(), "train/general_weight_min": w.min(),
+                       "train/general_weight_max": w.max()}, batch_size=len(batch))
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -29,6 +29,8 @@ class _MergedLoRAs(LoRARec):
         self.sources = [d for d in data.splits if d != data.target]
         self.stage_domains = self._stage_domains()
         self.stages = tuple(self.stage_domains)
+        # the combination acts only in finish_stages: merge-linear and merge-ties share LoRAs
+        self.stage_independent = {s: ("combination", "density") for s in self.stages}
 
     def _stage_domains(self) -> dict[str, list[str]]:
         raise NotImplementedError

@@ -12,6 +12,10 @@ BENCH = tiny_seq_bench("lorarec", "target-lora", "lora-rec", 0.003, "[hr_1, ndcg
 def test_lora_rec_runs_and_trains_only_the_adapter(workdir):
     run = run_bench(workdir, BENCH, "lorarec")
     assert {"test/hr_1", "test/ndcg_3", "test/mrr"} <= set(run.data.metrics)
+    # checkpoints keep the adapter only, never the frozen base LM
+    (ckpt,) = workdir.glob("runs/lorarec/*/fit/best.ckpt")
+    keys = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"].keys()
+    assert keys and all("lora_" in k for k in keys)
 
     dm = AmazonSeqDataModule(domains=("Beauty", "Toys"), target="Toys", n_candidates=10,
                              synthetic={"n_users": 80, "n_items": 60}, pretrain={"steps": 30})

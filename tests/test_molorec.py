@@ -73,3 +73,33 @@ BENCH = tiny_seq_bench("molo", "molorec", "molorec", 0.003, "[ndcg_3]")
 def test_molorec_runs_through_the_runner(workdir):
     run = run_bench(workdir, BENCH, "molo")
     assert {"mixture/val/ndcg_3", "general/val/ndcg_3", "test/ndcg_3"} <= set(run.data.metrics)
+
+
+def test_avg_mix_and_molorec_train_their_loras_once(workdir):
+    """Rows differing only in mixture parameters share the general and specific stages; a
+    row with another learning rate does not."""
+    from harness import tracking
+    from harness.cli import main
+
+    bench = tiny_seq_bench("share", "avg-mix", "molorec", 0.003, "[ndcg_3]").replace(
+        "  avg-mix: {method: molorec, params: {lr: 0.003}}",
+        "  avg-mix: {method: molorec, params: {lr: 0.003, learn_mixture: false}}\n"
+        "  molorec: {method: molorec, params: {lr: 0.003, temperature: 0.5}}\n"
+        "  molorec-lr: {method: molorec, params: {lr: 0.001}}")
+    (workdir / "share.yaml").write_text(bench)
+    assert main(["bench", str(workdir / "share.yaml"), "--no-progress", "--no-report"]) == 0
+    shared = sorted(p.name for p in (workdir / "runs" / "share" / "stages").glob("*/*")
+                    if p.is_dir())
+    assert shared == ["general", "general", "specific", "specific"]  # lr 0.003 and lr 0.001
+    for stage in ("general", "specific"):  # trained (done marker written) exactly once each
+        assert len(list((workdir / "runs" / "share" / "stages").glob(f"*/{stage}/done"))) == 2
+    mlf = tracking.client(tracking.tracking_uri())
+    exp = mlf.get_experiment_by_name("share")
+    runs = {r.data.tags["method"]: r for r in mlf.search_runs(
+        [exp.experiment_id], filter_string="tags.`harness.complete` = '1'")}
+    assert runs["avg-mix"].data.tags["harness.stage.general"] == \
+        runs["molorec"].data.tags["harness.stage.general"]
+    assert runs["molorec-lr"].data.tags["harness.stage.general"] != \
+        runs["molorec"].data.tags["harness.stage.general"]
+    assert "mixture/val/ndcg_3" in runs["molorec"].data.metrics
+    assert "mixture/val/ndcg_3" not in runs["avg-mix"].data.metrics

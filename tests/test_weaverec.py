@@ -48,4 +48,4 @@ def test_weaverec_runs_its_stages_through_the_runner(workdir):
     run = run_bench(workdir, BENCH, "weave")
     keys = set(run.data.metrics)
     assert {"target/val/ndcg_3", "hybrid-Beauty/val/ndcg_3", "test/ndcg_3"} <= keys
-    assert list((workdir / "runs" / "weave").glob("*/hybrid-Beauty/done"))
+    assert list((workdir / "runs" / "weave").glob("**/hybrid-Beauty/done"))
