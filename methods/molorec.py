@@ -30,7 +30,8 @@ from harness.methods.llmrec import LoRARec, score_candidates
 class MoLoRec(LoRARec):
     """General + specific LoRA, per-layer mixture learned by entropy minimisation (row ``molorec``)."""
 
-    search_space = {"lr": ("log", 1e-4, 1e-2), "temperature": ("log", 0.1, 10.0)}
+    search_space = {"lr": ("log", 1e-4, 1e-2), "temperature": ("log", 0.1, 10.0),
+                    "mix_lr": ("log", 1e-3, 1.0)}
 
     def __init__(self, data: Any, temperature: float = 1.0, mix_lr: float = 0.05,
                  learn_mixture: bool = True, **kw: Any):
