@@ -1,12 +1,16 @@
 """Candidates scored per second, with and without the shared prompt prefix.
 
     .venv/bin/python scripts/time_scoring.py [--device cuda] [--hidden 256 --layers 4]
+    .venv/bin/python scripts/time_scoring.py --arch benchmark-default   # the default model
     python3 scripts/time_scoring.py --device cuda --arch qwen2-0.5b --train   # paper-path shape
 
 A Llama-shaped causal LM built from a config (random weights: speed does not depend on
 them), a prompt of ``--prompt`` tokens (a user's history as titles) and ``--candidates``
 candidate titles of ``--title`` tokens each, as in the LLM-rec protocol (20 candidates by
-default, 30 in the paper profile).
+default, 30 in the paper profile). ``--arch benchmark-default`` instead times the
+benchmarks' own default backbone (the small LM pretrained on the default synthetic
+catalogue, cached under ``.cache/harness``) on real validation prompts and candidates of
+the ``weaverec`` benchmark's two-source dataset.
 """
 
 from __future__ import annotations
@@ -30,13 +34,31 @@ def main() -> None:
     p.add_argument("--title", type=int, default=12)
     p.add_argument("--candidates", type=int, default=20)
     p.add_argument("--users", type=int, default=20)
-    p.add_argument("--arch", default="llama-small", choices=["llama-small", "qwen2-0.5b"])
+    p.add_argument("--arch", default="llama-small",
+                   choices=["llama-small", "qwen2-0.5b", "benchmark-default"])
     p.add_argument("--train", action="store_true",
                    help="also time LoRA training (r 16, lr 2e-4, bf16 on GPU) in tokens/s")
     args = p.parse_args()
     torch.manual_seed(0)
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
-    if args.arch == "qwen2-0.5b":  # Qwen2-0.5B's published shape, random weights
+    users = None
+    if args.arch == "benchmark-default":
+        from transformers import AutoModelForCausalLM
+
+        from harness import spec
+
+        ds = spec.load("weaverec").config["datasets"]["two-source"]["params"]
+        from harness.datasets.amazon_seq import AmazonSeqDataModule
+
+        dm = AmazonSeqDataModule(**ds)
+        model = AutoModelForCausalLM.from_pretrained(dm.info.base_dir).to(args.device, dtype).eval()
+        cfg = model.config
+        users = dm._eval_rows(dm.info.splits[dm.target].valid)[: args.users]
+        args.candidates = len(users[0][1])
+        args.prompt = round(sum(len(p) for p, _ in users) / len(users))
+        args.title = round(sum(len(t) for _, c in users for t in c) / (len(users) * args.candidates))
+        args.vocab = cfg.vocab_size
+    elif args.arch == "qwen2-0.5b":  # Qwen2-0.5B's published shape, random weights
         args.vocab = 151936
         cfg = Qwen2Config(vocab_size=args.vocab, hidden_size=896, intermediate_size=4864,
                           num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
@@ -54,11 +76,12 @@ def main() -> None:
     def rand(n: int) -> list[int]:
         return torch.randint(1, args.vocab, (n,), generator=g).tolist()
 
-    users = [(rand(args.prompt), [rand(args.title) for _ in range(args.candidates)])
-             for _ in range(args.users)]
+    if users is None:
+        users = [(rand(args.prompt), [rand(args.title) for _ in range(args.candidates)])
+                 for _ in range(args.users)]
     print(f"model: {args.arch}, hidden {cfg.hidden_size}, {cfg.num_hidden_layers} layers, "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; prompt "
-          f"{args.prompt} tokens, {args.candidates} candidates of {args.title} tokens; "
+          f"{args.prompt} tokens (mean), {args.candidates} candidates of {args.title} tokens; "
           f"{args.device}")
     for share in (True, False):
         score_candidates(model, *users[0], share_prefix=share)  # warm-up
