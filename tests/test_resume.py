@@ -133,4 +133,6 @@ def test_sigkilled_sweep_continues_without_counting_the_killed_trial(workdir):
     exp = mlf.get_experiment_by_name("sweepkill")
     runs = mlf.search_runs([exp.experiment_id], filter_string="tags.`optuna.study` != ''")
     numbers = [r.data.tags["optuna.trial"] for r in runs]
-    assert len(numbers) == len(set(numbers)) == len(study.trials)  # no trial ran twice
+    assert len(numbers) == len(set(numbers))  # no trial ran twice
+    # every finished trial has its MLflow run (the killed one may have died before creating it)
+    assert {str(t.number) for t in finished} <= set(numbers) <= {str(t.number) for t in study.trials}
