@@ -74,8 +74,8 @@ def write_multidomain(out_dir: str | Path, cfg: MultiDomainConfig | None = None)
         has = np.zeros((cfg.n_items, cfg.n_attributes), bool)
         has[np.arange(cfg.n_items)[:, None], item_attr] = True
         asins = [f"B{d}{i:08d}" for i in range(cfg.n_items)]
-        with gzip.GzipFile(filename="", mode="wb", mtime=0,
-                           fileobj=open(out / f"{domain}_5.json.gz", "wb")) as f:
+        with open(out / f"{domain}_5.json.gz", "wb") as raw, \
+                gzip.GzipFile(filename="", mode="wb", mtime=0, fileobj=raw) as f:
             for u in range(cfg.n_users):
                 taste = rng.choice(cfg.n_attributes, 2, replace=False)
                 likes = has[:, taste].any(1)
@@ -101,8 +101,8 @@ def write_multidomain(out_dir: str | Path, cfg: MultiDomainConfig | None = None)
                            "asin": asins[i], "unixReviewTime": t0 + 86400 * k,
                            "summary": "ok", "reviewText": ""}
                     f.write((json.dumps(rec) + "\n").encode())
-        with gzip.GzipFile(filename="", mode="wb", mtime=0,
-                           fileobj=open(out / f"meta_{domain}.json.gz", "wb")) as f:
+        with open(out / f"meta_{domain}.json.gz", "wb") as raw, \
+                gzip.GzipFile(filename="", mode="wb", mtime=0, fileobj=raw) as f:
             for i in range(cfg.n_items):
                 a, b = (attributes[k] for k in item_attr[i])
                 title = f"{a} {b} {nouns[item_noun[i]]}"
