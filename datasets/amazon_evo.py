@@ -219,6 +219,11 @@ class EvoData:
     codec: Any
     target: str
     splits: dict[str, Any] = field(default_factory=dict)  # LoRARec's domain check: one domain
+    max_history: int = 10
+
+    def prompt(self, history: list[int]) -> list[int]:
+        """Token ids of the prompt for a history (the last ``max_history`` titles)."""
+        return self.codec.prompt([self.split.titles[i] for i in history[-self.max_history:]])
 
 
 class AmazonEvoDataModule(L.LightningDataModule):
@@ -291,7 +296,8 @@ class AmazonEvoDataModule(L.LightningDataModule):
             _, tok, path = pretrain_small_lm(sorted(set(split.titles)), SmallLMConfig(**self.pretrain),
                                              self.cache_dir)
             base_dir, codec = str(path), WordCodec(tok)
-        self.data = EvoData(split, tok, base_dir, codec, self.category, {self.category: split})
+        self.data = EvoData(split, tok, base_dir, codec, self.category, {self.category: split},
+                            self.max_history)
 
     @property
     def info(self) -> EvoData:
@@ -309,8 +315,7 @@ class AmazonEvoDataModule(L.LightningDataModule):
     # -- examples -----------------------------------------------------------------------
 
     def encode_prompt(self, history: list[int]) -> list[int]:
-        titles = self.info.split.titles
-        return self.info.codec.prompt([titles[i] for i in history[-self.max_history:]])
+        return self.info.prompt(history)
 
     def encode_title(self, item: int) -> list[int]:
         return self.info.codec.answer(self.info.split.titles[item])
