@@ -22,7 +22,8 @@ Two stages on the runner's stage protocol:
 
 Cost metrics, logged with the test: ``trainable_share`` (LoRA parameters the update may
 change / all LoRA parameters) and ``update_seconds`` (wall time of the update: Locate,
-Forget and the training steps; validation excluded).
+Forget and the training steps; validation excluded; ``locate_forget_seconds`` is the
+Locate + Forget part).
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ class EvoLoRA(LoRARec):
         self.stages = ("base", "update")
         self.stage_independent = {"base": ("mode", "locate_share", "forget_threshold", "proximal",
                                            "locate_users", "sasrec_epochs")}
-        self.register_buffer("cost", torch.zeros(2))  # update seconds, trainable share
+        # update seconds, trainable share, seconds of Locate + Forget (part of the first)
+        self.register_buffer("cost", torch.zeros(3))
         self.stage = "base"
         self.keep: dict[int, list[int]] | None = None
         self.located: list[int] = []
@@ -145,7 +147,8 @@ class EvoLoRA(LoRARec):
             self.keep = self.forget_stale()
         share = sum(p.numel() for p in lora.values() if p.requires_grad) / sum(
             p.numel() for p in lora.values())
-        self.cost.copy_(torch.tensor([time.perf_counter() - t, share]))
+        prep = time.perf_counter() - t
+        self.cost.copy_(torch.tensor([prep, share, prep]))
 
     def locate(self) -> list[int]:
         """Layers whose hidden states moved most from old to updated sequences (Locate)."""
@@ -217,5 +220,6 @@ class EvoLoRA(LoRARec):
         if stage == "test":
             out["test/update_seconds"] = self.cost[0].clone()
             out["test/trainable_share"] = self.cost[1].clone()
+            out["test/locate_forget_seconds"] = self.cost[2].clone()
         self.log_dict(out)
         self._vals = []
