@@ -9,7 +9,8 @@ Two stages on the runner's stage protocol:
      last-token hidden state between the prompt of their old sequence (base period) and of
      their updated one (base + new items), averaged over users; the ``locate_share`` of
      layers that changed most are the only ones whose LoRA modules train (no parameter is
-     added). **Forget** - a SASRec trained on every sequence so far scores each past (base)
+     added). **Forget** - a SASRec (fitted on the base period with the base stage, refreshed
+     on the active users' updated sequences at the update) scores each past (base)
      interaction of an active user against the state of their new items, relative to the
      item's overall frequency (pointwise mutual information, so popularity alone does not
      decide); past items the new preference makes less likely than their base rate
@@ -79,7 +80,7 @@ def forget(sasrec: Any, past: dict[int, list[int]], recent: dict[int, list[int]]
     default) no longer fits and is dropped."""
     users = sorted(recent)
     logp = torch.log_softmax(sasrec.scores(sasrec.encode([recent[u] for u in users])), 1)
-    rel = logp - log_prior
+    rel = (logp - log_prior.to(logp.device)).cpu()
     return {u: [i for i in past[u] if row[i] >= threshold] for row, u in zip(rel, users, strict=True)}
 
 
@@ -95,16 +96,24 @@ class EvoLoRA(LoRARec):
 
     def __init__(self, data: Any, mode: str = "evorec", locate_share: float = 0.3,
                  forget_threshold: float = 0.0, proximal: float = 1.0, locate_users: int = 64,
-                 sasrec_epochs: int = 100, **kw: Any):
+                 sasrec_epochs: int = 100, sasrec_update_epochs: int = 10, **kw: Any):
         if mode not in self._MODES:
             raise ValueError(f"mode must be one of {self._MODES}, got {mode!r}")
         super().__init__(data, **kw)
         self.data = data
         self.stages = ("base", "update")
         self.stage_independent = {"base": ("mode", "locate_share", "forget_threshold", "proximal",
-                                           "locate_users", "sasrec_epochs")}
+                                           "locate_users", "sasrec_update_epochs")}
         # update seconds, trainable share, seconds of Locate + Forget (part of the first)
         self.register_buffer("cost", torch.zeros(3))
+        from harness.methods.sasrec import SASRec
+
+        # Forget's sequential model lives beside the LoRA: trained with the base period (in
+        # the base stage's checkpoint), refreshed on the new sequences at each update
+        torch.manual_seed(0)
+        self.sasrec = SASRec(len(data.split.titles), dim=32, dropout=0.1)
+        self.sasrec.requires_grad_(False)
+        self.register_buffer("sasrec_fitted", torch.zeros(()))  # so a resumed base stage skips it
         self.stage = "base"
         self.keep: dict[int, list[int]] | None = None
         self.located: list[int] = []
@@ -162,15 +171,31 @@ class EvoLoRA(LoRARec):
         self.layer_change = changes
         return select_layers(changes, self.hparams.locate_share)
 
+    def on_fit_start(self) -> None:
+        """Base stage: fit Forget's SASRec on the base-period sequences (base cost, not the
+        update's; stored in the base checkpoint, so rows sharing the stage share it too)."""
+        if self.stage == "base" and not bool(self.sasrec_fitted):
+            from harness.methods.sasrec import fit_sasrec
+
+            self.sasrec.requires_grad_(True)
+            fit_sasrec(self.sasrec, list(self.data.split.base.values()), self.hparams.sasrec_epochs,
+                       seed=int(torch.initial_seed()) % 2**31)
+            self.sasrec.requires_grad_(False)
+            self.sasrec_fitted.fill_(1.0)
+
     def forget_stale(self) -> dict[int, list[int]]:
-        """Past interactions of active users that still fit their current preference (Forget)."""
-        from harness.methods.sasrec import train_sasrec
+        """Past interactions of active users that still fit their current preference (Forget):
+        the SASRec is refreshed on the active users' updated sequences, then scores their past."""
+        from harness.methods.sasrec import fit_sasrec
 
         s = self.data.split
+        updated = [s.base[u] + s.update[u] for u in s.active]
+        self.sasrec.requires_grad_(True)
+        fit_sasrec(self.sasrec, updated, self.hparams.sasrec_update_epochs,
+                   seed=int(torch.initial_seed()) % 2**31)
+        self.sasrec.requires_grad_(False)
         seqs = [s.base[u] + s.update.get(u, []) for u in s.base]
-        sasrec = train_sasrec(seqs, len(s.titles), epochs=self.hparams.sasrec_epochs,
-                              seed=int(torch.initial_seed()) % 2**31)
-        keep = forget(sasrec, s.base, s.update, item_log_prior(seqs, len(s.titles)),
+        keep = forget(self.sasrec, s.base, s.update, item_log_prior(seqs, len(s.titles)),
                       self.hparams.forget_threshold)
         self.forgotten_share = 1 - sum(map(len, keep.values())) / max(
             1, sum(len(s.base[u]) for u in keep))

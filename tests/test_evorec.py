@@ -127,7 +127,10 @@ def test_evorec_quick_profile(workdir):
         assert m["test/trainable_share"] == (1.0 if name != "evorec" else m["test/trainable_share"])
     assert 0.2 < runs["evorec"]["test/trainable_share"] < 0.45
     assert list((workdir / "runs" / "evorec" / "stages").glob("*/base/done"))  # base trained once
-    assert len(list((workdir / "runs" / "evorec" / "stages").glob("*/base/done"))) == 1
+    (base,) = (workdir / "runs" / "evorec" / "stages").glob("*/base/best.ckpt")
+    state = torch.load(base, map_location="cpu", weights_only=False)["state_dict"]
+    assert float(state["sasrec_fitted"]) == 1.0 and any(k.startswith("sasrec.") for k in state)
+    assert all(k.startswith("sasrec") or "lora_" in k or k == "cost" for k in state)
 
 
 del run_bench  # the quick profile runs through the CLI above
