@@ -110,7 +110,6 @@ class EvoLoRA(LoRARec):
 
         # Forget's sequential model lives beside the LoRA: trained with the base period (in
         # the base stage's checkpoint), refreshed on the new sequences at each update
-        torch.manual_seed(0)
         self.sasrec = SASRec(len(data.split.titles), dim=32, dropout=0.1)
         self.sasrec.requires_grad_(False)
         self.register_buffer("sasrec_fitted", torch.zeros(()))  # so a resumed base stage skips it
