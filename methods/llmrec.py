@@ -123,7 +123,7 @@ def pretrain_small_lm(corpus: list[str], cfg: SmallLMConfig | None = None,
     (model, tokenizer, directory).
     """
     from tokenizers import Tokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     cfg = cfg or SmallLMConfig()
     key = hashlib.sha256(json.dumps([sorted(corpus), asdict(cfg)]).encode()).hexdigest()[:16]
@@ -131,6 +131,15 @@ def pretrain_small_lm(corpus: list[str], cfg: SmallLMConfig | None = None,
     if (out / "COMPLETE").exists():
         return (LlamaForCausalLM.from_pretrained(out).eval(),
                 Tokenizer.from_file(str(out / "tokenizer.json")), out)
+    # pretraining draws from its own seed and leaves the caller's random stream as it was, so
+    # a run's result does not depend on whether the model was already cached
+    with torch.random.fork_rng(devices=[]):
+        return _pretrain(corpus, cfg, out, key)
+
+
+def _pretrain(corpus: list[str], cfg: SmallLMConfig, out: Path, key: str) -> tuple[Any, Any, Path]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(cfg.seed)
     tok = train_tokenizer(corpus)
     model = LlamaForCausalLM(LlamaConfig(

@@ -90,5 +90,7 @@ def train_sasrec(seqs: list[list[int]], n_items: int, epochs: int = 100, batch: 
     EvoRec synthetic data (300-400 users x 200 items): at lr 3e-3 and 20-60 epochs the loss
     stayed at the popularity level (about 5.0 nats for 200 items) and item embeddings did not
     reflect item attributes; lr 1e-2 for 100 epochs does (about 5 s on 2 CPU cores)."""
-    torch.manual_seed(seed)
-    return fit_sasrec(SASRec(n_items, dim=dim, dropout=dropout, **kw), seqs, epochs, batch, lr, seed)
+    with torch.random.fork_rng(devices=[]):  # leaves the caller's random stream alone
+        torch.manual_seed(seed)
+        return fit_sasrec(SASRec(n_items, dim=dim, dropout=dropout, **kw), seqs, epochs, batch, lr,
+                          seed)

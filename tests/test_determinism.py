@@ -29,3 +29,23 @@ def test_rerun_from_scratch_is_identical(workdir):
         (run,) = mlf.search_runs([exp.experiment_id], filter_string="tags.`harness.kind` = 'run'")
         metrics.append({k: v for k, v in run.data.metrics.items() if k.startswith(("test/", "val/"))})
     assert metrics[0] and metrics[0] == metrics[1]
+
+
+def test_llm_rerun_with_a_cached_backbone_is_identical(workdir):
+    """The first run pretrains the small LM, the second finds it cached: same metrics (the
+    pretraining must not move the run's random stream)."""
+    from helpers import tiny_seq_bench
+
+    (workdir / "llm.yaml").write_text(tiny_seq_bench("detllm", "target-lora", "lora-rec", 0.003,
+                                                     "[ndcg_3]"))
+    metrics = []
+    for db in ("a.db", "b.db"):
+        uri = f"sqlite:///{workdir / db}"
+        argv = ["bench", str(workdir / "llm.yaml"), "--no-progress", "--no-report",
+                "--tracking-uri", uri, "--run-dir", f"runs-{db}"]
+        assert main(argv) == 0
+        mlf = tracking.client(uri)
+        exp = mlf.get_experiment_by_name("detllm")
+        (run,) = mlf.search_runs([exp.experiment_id], filter_string="tags.`harness.kind` = 'run'")
+        metrics.append({k: v for k, v in run.data.metrics.items() if k.startswith(("test/", "val/"))})
+    assert metrics[0] and metrics[0] == metrics[1]
