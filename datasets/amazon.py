@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,18 @@ def _publish(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
     except OSError:  # lost the race to an identical copy
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cached_dir(out: Path, write: Callable[[Path], object]) -> Path:
+    """``out``, written by ``write(tmp)`` into a temporary sibling and published atomically
+    (:func:`_publish`) unless a complete copy is already there."""
+    if not (out / "COMPLETE").exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".tmp-{os.getpid()}-"))
+        write(tmp)
+        (tmp / "COMPLETE").touch()
+        _publish(tmp, out)
+    return out
 
 
 def gini(counts: np.ndarray) -> float:
@@ -340,12 +353,7 @@ class AmazonDataModule(L.LightningDataModule):
         out = self.cache_dir / "synthetic" / f"amazon-{self.synthetic.key()}"
         if not (out / "COMPLETE").exists():
             log.info("writing synthetic Amazon data to %s", out)
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".tmp-"))
-            write_synthetic(tmp, self.synthetic, self.category)
-            (tmp / "COMPLETE").touch()
-            _publish(tmp, out)
-        return out
+        return cached_dir(out, lambda tmp: write_synthetic(tmp, self.synthetic, self.category))
 
     def fingerprint(self) -> str:
         """Fingerprint of the raw files (cheap; see :func:`amazon_readers.fingerprint`)."""

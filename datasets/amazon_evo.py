@@ -31,6 +31,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from harness.datasets import amazon_readers as ar
+from harness.datasets.amazon import cached_dir
 from harness.datasets.amazon_seq import _collate_lm, _negatives, _words
 from harness.errors import UserError
 
@@ -258,19 +259,8 @@ class AmazonEvoDataModule(L.LightningDataModule):
             return Path(self.data_dir).expanduser()
         key = hashlib.sha256(json.dumps([self.category, asdict(self.synthetic)], sort_keys=True)
                              .encode()).hexdigest()[:12]
-        out = self.cache_dir / "synthetic" / f"amazon-evo-{key}"
-        if not (out / "COMPLETE").exists():
-            import os
-            import tempfile
-
-            from harness.datasets.amazon import _publish
-
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=f".tmp-{os.getpid()}-"))
-            write_evolving(tmp, self.category, self.synthetic)
-            (tmp / "COMPLETE").touch()
-            _publish(tmp, out)
-        return out
+        return cached_dir(self.cache_dir / "synthetic" / f"amazon-evo-{key}",
+                          lambda tmp: write_evolving(tmp, self.category, self.synthetic))
 
     def fingerprint(self) -> str:
         _, reviews, meta = ar.find_files(self.raw_dir(), self.category)
@@ -279,23 +269,13 @@ class AmazonEvoDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
-        from harness.methods.llmrec import (
-            SmallLMConfig,
-            TextCodec,
-            WordCodec,
-            load_backbone_tokenizer,
-            pretrain_small_lm,
-        )
+        from harness.methods.llmrec import language_model, load_backbone_tokenizer
 
-        tok = load_backbone_tokenizer(self.backbone) if self.backbone else None
+        tok = load_backbone_tokenizer(self.backbone) if self.backbone else None  # fail early
         split = evolving_split(self.raw_dir(), self.category, self.n_candidates, self.update_start,
                                self.base_share, seed=self.seed)
-        if tok is not None:
-            base_dir, codec = str(Path(self.backbone).expanduser()), TextCodec(tok)
-        else:
-            _, tok, path = pretrain_small_lm(sorted(set(split.titles)), SmallLMConfig(**self.pretrain),
-                                             self.cache_dir)
-            base_dir, codec = str(path), WordCodec(tok)
+        tok, base_dir, codec = language_model(tok, self.backbone, sorted(set(split.titles)),
+                                              self.pretrain, self.cache_dir)
         self.data = EvoData(split, tok, base_dir, codec, self.category, {self.category: split},
                             self.max_history)
 

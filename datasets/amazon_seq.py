@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from harness.datasets import amazon_readers as ar
+from harness.datasets.amazon import cached_dir
 from harness.errors import UserError
 
 _SYLL = ["ba", "co", "di", "fu", "ga", "he", "ji", "ko", "lu", "me", "no", "pi", "ra", "su", "te",
@@ -236,19 +237,8 @@ class AmazonSeqDataModule(L.LightningDataModule):
         if self.data_dir is not None:
             return Path(self.data_dir).expanduser()
         key = hashlib.sha256(json.dumps(asdict(self.synthetic), sort_keys=True).encode()).hexdigest()[:12]
-        out = self.cache_dir / "synthetic" / f"amazon-multi-{key}"
-        if not (out / "COMPLETE").exists():
-            import os
-            import tempfile
-
-            from harness.datasets.amazon import _publish
-
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=f".tmp-{os.getpid()}-"))
-            write_multidomain(tmp, self.synthetic)
-            (tmp / "COMPLETE").touch()
-            _publish(tmp, out)
-        return out
+        return cached_dir(self.cache_dir / "synthetic" / f"amazon-multi-{key}",
+                          lambda tmp: write_multidomain(tmp, self.synthetic))
 
     def fingerprint(self) -> str:
         files = []
@@ -260,25 +250,16 @@ class AmazonSeqDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
-        from harness.methods.llmrec import (
-            SmallLMConfig,
-            TextCodec,
-            WordCodec,
-            load_backbone_tokenizer,
-            pretrain_small_lm,
-        )
+        from harness.methods.llmrec import language_model, load_backbone_tokenizer
 
         tok = load_backbone_tokenizer(self.backbone) if self.backbone else None  # fail early
         splits = {d: sequential_split(self.raw_dir(), d, self.n_candidates,
                                       self.cold_share if d == self.target else 0.0, seed=self.seed)
                   for d in self.domains}
-        if tok is not None:  # the user's LLM: its own tokenizer, nothing pretrained here
-            self.data = SeqData(self.target, splits, tok, str(Path(self.backbone).expanduser()),
-                                self.setting, TextCodec(tok))
-            return
         corpus = sorted({t for s in splits.values() for t in s.titles})  # catalogue text only
-        _, tok, base_dir = pretrain_small_lm(corpus, SmallLMConfig(**self.pretrain), self.cache_dir)
-        self.data = SeqData(self.target, splits, tok, str(base_dir), self.setting, WordCodec(tok))
+        tok, base_dir, codec = language_model(tok, self.backbone, corpus, self.pretrain,
+                                              self.cache_dir)
+        self.data = SeqData(self.target, splits, tok, base_dir, self.setting, codec)
 
     @property
     def info(self) -> SeqData:

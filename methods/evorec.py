@@ -194,11 +194,8 @@ class EvoLoRA(LoRARec):
                    seed=int(torch.initial_seed()) % 2**31)
         self.sasrec.requires_grad_(False)
         seqs = [s.base[u] + s.update.get(u, []) for u in s.base]
-        keep = forget(self.sasrec, s.base, s.update, item_log_prior(seqs, len(s.titles)),
+        return forget(self.sasrec, s.base, s.update, item_log_prior(seqs, len(s.titles)),
                       self.hparams.forget_threshold)
-        self.forgotten_share = 1 - sum(map(len, keep.values())) / max(
-            1, sum(len(s.base[u]) for u in keep))
-        return keep
 
     # -- training -------------------------------------------------------------------------
 

@@ -232,6 +232,16 @@ def load_backbone_tokenizer(path: str | Path) -> Any:
                         f"{str(exc).splitlines()[0][:200]})") from exc
 
 
+def language_model(tokenizer: Any, backbone: str | None, corpus: list[str],
+                   pretrain: dict[str, Any], cache_dir: str | Path) -> tuple[Any, str, Any]:
+    """(tokenizer, model directory, codec): the user's LLM when ``backbone`` is given (its
+    tokenizer already loaded, text prompts), else the small LM pretrained on ``corpus``."""
+    if backbone:
+        return tokenizer, str(Path(backbone).expanduser()), TextCodec(tokenizer)
+    _, tok, path = pretrain_small_lm(corpus, SmallLMConfig(**pretrain), cache_dir)
+    return tok, str(path), WordCodec(tok)
+
+
 def load_causal_lm(path: str | Path, dtype: str | None = None) -> torch.nn.Module:
     """``AutoModelForCausalLM`` from a local directory, in ``dtype`` (e.g. ``bfloat16``) if given."""
     import transformers

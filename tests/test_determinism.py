@@ -16,18 +16,25 @@ trainer: {max_epochs: 2, accelerator: cpu, devices: 1}
 """
 
 
-def test_rerun_from_scratch_is_identical(workdir):
-    (workdir / "det.yaml").write_text(BENCH)
+def _run_twice(workdir, text: str, name: str) -> list[dict[str, float]]:
+    """Run a one-run benchmark twice, each time with its own MLflow store and run directory
+    (the data and model caches are shared); return both runs' val/test metrics."""
+    (workdir / f"{name}.yaml").write_text(text)
     metrics = []
     for db in ("a.db", "b.db"):
         uri = f"sqlite:///{workdir / db}"
-        argv = ["bench", str(workdir / "det.yaml"), "--no-progress", "--no-report",
+        argv = ["bench", str(workdir / f"{name}.yaml"), "--no-progress", "--no-report",
                 "--tracking-uri", uri, "--run-dir", f"runs-{db}"]
         assert main(argv) == 0
         mlf = tracking.client(uri)
-        exp = mlf.get_experiment_by_name("det")
+        exp = mlf.get_experiment_by_name(name)
         (run,) = mlf.search_runs([exp.experiment_id], filter_string="tags.`harness.kind` = 'run'")
         metrics.append({k: v for k, v in run.data.metrics.items() if k.startswith(("test/", "val/"))})
+    return metrics
+
+
+def test_rerun_from_scratch_is_identical(workdir):
+    metrics = _run_twice(workdir, BENCH, "det")
     assert metrics[0] and metrics[0] == metrics[1]
 
 
@@ -36,16 +43,6 @@ def test_llm_rerun_with_a_cached_backbone_is_identical(workdir):
     pretraining must not move the run's random stream)."""
     from helpers import tiny_seq_bench
 
-    (workdir / "llm.yaml").write_text(tiny_seq_bench("detllm", "target-lora", "lora-rec", 0.003,
-                                                     "[ndcg_3]"))
-    metrics = []
-    for db in ("a.db", "b.db"):
-        uri = f"sqlite:///{workdir / db}"
-        argv = ["bench", str(workdir / "llm.yaml"), "--no-progress", "--no-report",
-                "--tracking-uri", uri, "--run-dir", f"runs-{db}"]
-        assert main(argv) == 0
-        mlf = tracking.client(uri)
-        exp = mlf.get_experiment_by_name("detllm")
-        (run,) = mlf.search_runs([exp.experiment_id], filter_string="tags.`harness.kind` = 'run'")
-        metrics.append({k: v for k, v in run.data.metrics.items() if k.startswith(("test/", "val/"))})
+    metrics = _run_twice(workdir, tiny_seq_bench("detllm", "target-lora", "lora-rec", 0.003,
+                                                 "[ndcg_3]"), "detllm")
     assert metrics[0] and metrics[0] == metrics[1]
