@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,19 +42,26 @@ class Cell:
         return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
 
-def collect(bench: Benchmark, uri: str | None = None) -> dict[tuple[str, str, str], Cell]:
-    """(dataset, method row, metric) -> per-seed test values of the benchmark's complete runs."""
+def _complete_runs(bench: Benchmark, uri: str | None) -> list[tuple[Any, dict[str, float]]]:
+    """(run spec, metrics) of each of the benchmark's runs that has a complete MLflow run."""
     mlf = tracking.client(tracking.tracking_uri(uri))
     exp = mlf.get_experiment_by_name(bench.name)
-    cells: dict[tuple[str, str, str], Cell] = {}
     if exp is None:
-        return cells
+        return []
+    out = []
     for spec, key in resolve_keys(bench):
         runs = [r for r in tracking.runs_with_key(mlf, exp.experiment_id, key)
                 if tracking.is_complete(r)]
-        if not runs:
-            continue
-        metrics = runs[0].data.metrics
+        if runs:
+            out.append((spec, runs[0].data.metrics))
+    return out
+
+
+def collect(bench: Benchmark, uri: str | None = None,
+            runs: list[tuple[Any, dict[str, float]]] | None = None) -> dict[tuple[str, str, str], Cell]:
+    """(dataset, method row, metric) -> per-seed test values of the benchmark's complete runs."""
+    cells: dict[tuple[str, str, str], Cell] = {}
+    for spec, metrics in (_complete_runs(bench, uri) if runs is None else runs):
         for m in bench.table:
             value = metrics.get(f"test/{m}")
             if value is not None:
@@ -62,12 +70,87 @@ def collect(bench: Benchmark, uri: str | None = None) -> dict[tuple[str, str, st
     return cells
 
 
+def _curve_regex(pattern: str) -> re.Pattern[str]:
+    head, _, tail = pattern.partition("{x}")
+    return re.compile(rf"test/{re.escape(head)}(\d+(?:\.\d+)?){re.escape(tail)}")
+
+
+def collect_curves(bench: Benchmark, runs: list[tuple[Any, dict[str, float]]]
+                   ) -> dict[tuple[str, str, str], dict[float, Cell]]:
+    """(dataset, method row, curve) -> x -> per-seed values, for the benchmark's ``curves``.
+
+    A curve's ``metric`` is a test-metric key with ``{x}`` where a number stands, e.g.
+    ``rmse_thetao_d{x}`` collects ``test/rmse_thetao_d1``, ``..._d2``, ... against lead day.
+    """
+    out: dict[tuple[str, str, str], dict[float, Cell]] = {}
+    for name, cfg in bench.curves.items():
+        rx = _curve_regex(cfg["metric"])
+        for spec, metrics in runs:
+            for k, v in metrics.items():
+                hit = rx.fullmatch(k)
+                if hit:
+                    cell = out.setdefault((spec.dataset_label, spec.label, name), {}).setdefault(
+                        float(hit.group(1)), Cell({}))
+                    cell.values[spec.seed] = v
+    return out
+
+
+def curve_chart(bench: Benchmark, curves: dict, path: Path) -> list[Path]:
+    """One PNG per dataset: a panel per curve, a line per method (mean over seeds, std band)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    names = list(bench.curves)
+    for ds in bench.datasets:
+        cols = min(3, len(names))
+        rows = math.ceil(len(names) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+        for ax, name in zip(axes.flat, names, strict=False):
+            cfg = bench.curves[name]
+            for label in bench.methods:
+                pts = curves.get((ds, label, name))
+                if not pts:
+                    continue
+                xs = sorted(pts)
+                mu = np.array([pts[x].mean for x in xs])
+                sd = np.array([pts[x].std for x in xs])
+                proposed = label in bench.proposed
+                line, = ax.plot(xs, mu, marker=".", lw=2.2 if proposed else 1.2, label=label)
+                ax.fill_between(xs, mu - sd, mu + sd, color=line.get_color(), alpha=0.15)
+            if cfg.get("log"):
+                ax.set_yscale("log")
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel(cfg.get("xlabel", "x"), fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(names):]:
+            ax.axis("off")
+        fig.suptitle(f"{bench.name} — {ds} (mean ± std over seeds)", fontsize=10)
+        fig.tight_layout()
+        out = path if len(bench.datasets) == 1 else path.with_name(f"{path.stem}-{ds}.png")
+        fig.savefig(out, dpi=120)
+        plt.close(fig)
+        paths.append(out)
+    return paths
+
+
 def directions(bench: Benchmark) -> dict[str, str]:
-    """metric -> max|min, from the methods' ``metrics`` declarations (default max)."""
+    """metric -> max|min, from the methods' ``metrics`` declarations, then their
+    ``metric_prefixes`` (e.g. ``{"rmse_": "min"}`` for per-lead keys); default max."""
     out: dict[str, str] = {}
+    prefixes: dict[str, str] = {}
     for row in bench.methods.values():
         cls = registry.load("method", row["method"])
         out.update(getattr(cls, "metrics", {}))
+        prefixes.update(getattr(cls, "metric_prefixes", {}))
+    for m in bench.table:
+        if m not in out:
+            hit = [p for p in prefixes if m.startswith(p)]
+            if hit:
+                out[m] = prefixes[max(hit, key=len)]
     return out
 
 
@@ -110,7 +193,11 @@ def _best(cells: dict, ds: str, m: str, direction: str) -> set[str]:
 def _fmt(x: float, like: float | None = None) -> str:
     """4 decimals, or 1 for magnitudes of 100 and more (decided by ``like`` when given)."""
     ref = x if like is None else like
-    return "nan" if math.isnan(x) else (f"{x:.4f}" if abs(ref) < 100 else f"{x:.1f}")
+    if math.isnan(x):
+        return "nan"
+    if 0 < abs(ref) < 1e-3:  # e.g. a conservation error at round-off level
+        return f"{x:.1e}"
+    return f"{x:.4f}" if abs(ref) < 100 else f"{x:.1f}"
 
 
 def markdown(bench: Benchmark, cells: dict, tests: list[dict[str, Any]]) -> str:
@@ -213,7 +300,8 @@ def write(bench: Benchmark, uri: str | None = None, out_dir: str | Path = "repor
           run_id: str | None = None) -> tuple[Path, str]:
     """Build every report file; log them to ``run_id`` (or a new report run). Returns (md path, md)."""
     uri = tracking.tracking_uri(uri)
-    cells = collect(bench, uri)
+    runs = _complete_runs(bench, uri)
+    cells = collect(bench, uri, runs)
     tests = paired_tests(bench, cells)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -232,6 +320,9 @@ def write(bench: Benchmark, uri: str | None = None, out_dir: str | Path = "repor
                         w.writerow([bench.name, ds, label, m, f"{c.mean:.6g}", f"{c.std:.6g}", c.n])
     if cells:
         files += bar_chart(bench, cells, out / f"{bench.name}.png")
+    curves = collect_curves(bench, runs) if bench.curves else {}
+    if curves:
+        files += curve_chart(bench, curves, out / f"{bench.name}-curves.png")
     mlf = tracking.client(uri)
     if run_id is None:
         exp_id = tracking.ensure_experiment(mlf, bench.name, uri)

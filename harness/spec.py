@@ -25,7 +25,7 @@ from harness.errors import UserError
 PROFILES = ("quick", "default", "paper")
 _TOP_KEYS = {
     "name", "description", "proposed", "methods", "datasets", "seeds", "monitor", "table",
-    "trainer", "early_stopping", "profiles", "requires_data", "requires_backbone",
+    "trainer", "early_stopping", "profiles", "requires_data", "requires_backbone", "curves",
 }
 
 
@@ -94,6 +94,11 @@ class Benchmark:
     @property
     def table(self) -> list[str]:
         return list(self.config["table"])
+
+    @property
+    def curves(self) -> dict[str, dict[str, Any]]:
+        """Report plots of a metric family against x: ``{name: {metric: "rmse_zos_d{x}", xlabel}}``."""
+        return dict(self.config.get("curves") or {})
 
     @property
     def methods(self) -> dict[str, dict[str, Any]]:
@@ -225,20 +230,31 @@ def _with_backbone(datasets: dict[str, Any], backbone: str) -> dict[str, Any]:
             for label, ds in datasets.items()}
 
 
+def _takes(dataset: str, arg: str) -> bool:
+    """Whether the dataset entry point's class accepts keyword ``arg``."""
+    import inspect
+
+    from harness import registry
+
+    return arg in inspect.signature(registry.load("dataset", dataset).__init__).parameters
+
+
 def _real_data(datasets: dict[str, Any], data_dir: str, category: str | None) -> dict[str, Any]:
     """Point the benchmark's datasets at real files in ``data_dir``.
 
     Single-category datasets are replaced by the one category ``category`` names.
-    Multi-domain datasets (params with ``domains``) keep their domains, read from
-    ``data_dir``; ``category`` then optionally picks one of the benchmark's dataset labels.
+    Multi-domain datasets (params with ``domains``), and datasets without categories (the
+    ocean's: a directory of netCDF files), keep their parameters and read from ``data_dir``;
+    ``category`` then optionally picks one of the benchmark's dataset labels.
     """
     if not Path(data_dir).expanduser().is_dir():
         raise UserError(f"data directory {data_dir} does not exist")
     resolved = str(Path(data_dir).expanduser().resolve())
-    if any("domains" in (ds.get("params") or {}) for ds in datasets.values()):
+    if any("domains" in (ds.get("params") or {}) for ds in datasets.values()) or not any(
+            _takes(ds["dataset"], "category") for ds in datasets.values()):
         if category is not None and category not in datasets:
             raise UserError(f"DATASET={category} is none of this benchmark's datasets "
-                            f"({', '.join(datasets)}); its domains are set in the YAML")
+                            f"({', '.join(datasets)})")
         chosen = {category: datasets[category]} if category else datasets
         return {label: {**ds, "params": {**{k: v for k, v in (ds.get("params") or {}).items()
                                              if k != "synthetic"}, "data_dir": resolved}}

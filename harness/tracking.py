@@ -327,5 +327,43 @@ class RunLogger(MLFlowLogger):
             Journal(self.experiment, self.journal_path).call("log_batch", self._run_id,
                                                              metrics=batch)
 
+    @rank_zero_only
+    def log_figure(self, fig: Any, artifact_file: str) -> None:
+        """Save a matplotlib figure beside the run's journal and log it as an artifact.
+
+        The PNG stays on disk (``runs/<bench>/<key>/artifacts/``) and the upload goes
+        through the journal, so a figure made while the server is away is not lost.
+        """
+        import tempfile
+
+        base = Path(self.journal_path).parent if self.journal_path else Path(tempfile.mkdtemp())
+        path = base / "artifacts" / artifact_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        folder = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
+        if self.journal_path is None:
+            self.experiment.log_artifact(self._run_id, str(path), folder)
+        else:
+            Journal(self.experiment, self.journal_path).call("log_artifact", self._run_id, str(path),
+                                                             folder)
+
     def finalize(self, status: str = "success") -> None:  # the runner sets the status
         return None
+
+
+def log_figure(module: Any, fig: Any, artifact_file: str) -> bool:
+    """Log ``fig`` to the module's harness run if it has one (True), else do nothing (False).
+
+    For methods: ``tracking.log_figure(self, fig, "ke_spectra.png")`` in ``on_test_end``.
+    The figure is closed either way.
+    """
+    import matplotlib.pyplot as plt
+
+    done = False
+    trainer = getattr(module, "_trainer", None)
+    for lg in (trainer.loggers if trainer is not None else []):
+        if isinstance(lg, RunLogger):
+            lg.log_figure(fig, artifact_file)
+            done = True
+    plt.close(fig)
+    return done
