@@ -1,0 +1,561 @@
+"""Ocean datasets: the eddy-parameterization set and the forecasting set (DataModules).
+
+Both read CF netCDF in the GLORYS layout through :func:`ocean_reader.open_ocean`. Without
+``data_dir`` they first write the synthetic eddy simulation (:mod:`ocean_sim`), cached by
+its arguments under ``cache_dir/synthetic``, and read it back through the same reader.
+Processed tensors are cached under ``cache_dir/processed``, keyed by the raw files'
+fingerprint and the preprocessing arguments.
+
+* :class:`EddyDataModule` (``ocean-eddy``): from high-resolution QG snapshots, coarse
+  inputs ``(u, v)`` per layer on the ``nx_lo`` grid and the subgrid momentum forcing
+  targets ``(Su, Sv)`` = coarsened high-res advection minus low-res advection of the
+  coarsened state (:func:`qg.subgrid_forcing`), chronological train/val/test split, and
+  the references of the online (a-posteriori) test.
+* :class:`ForecastDataModule` (``ocean-forecast``): windows of past days of 3-D fields
+  and 2-D surface fields in, the next ``t_out`` days out, normalised with statistics of
+  the training years computed lazily; land mask, cos(latitude) weights and a
+  day-of-year climatology of the training years.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from harness.datasets import ocean_sim
+from harness.datasets.amazon import cached_dir
+from harness.datasets.amazon_readers import fingerprint
+from harness.datasets.ocean_reader import OceanDataError, open_ocean
+from harness.datasets.qg import DAY, QGConfig, QGModel, subgrid_forcing
+from harness.errors import UserError
+from harness.metrics import ocean as om
+
+LAYERS = ("upper", "lower")
+
+
+def _nc_files(d: Path) -> list[Path]:
+    files = sorted(d.glob("*.nc"))
+    if not files:
+        raise UserError(f"no netCDF files (*.nc) in {d}")
+    return files
+
+
+def _synthetic_dir(cache_dir: Path, sim: ocean_sim.EddySim) -> Path:
+    out = cache_dir / "synthetic" / f"ocean-eddy-{sim.key()}"
+    return cached_dir(out, lambda tmp: ocean_sim.simulate(tmp, sim))
+
+
+# ---------------------------------------------------------------------------- online test
+def psi_from_uv(u: Tensor, v: Tensor, model: QGModel) -> Tensor:
+    """Streamfunction from velocities on the model grid: ``lap psi = dv/dx - du/dy``."""
+    zh = model.ik * torch.fft.rfft2(v) - model.il * torch.fft.rfft2(u)
+    wv2 = torch.where(model.wv2 > 0, model.wv2, 1.0)
+    ph = torch.where(model.wv2 > 0, -zh / wv2, 0.0)
+    return torch.fft.irfft2(ph, s=(model.ny, model.nx))
+
+
+def q_from_psi(psi: Tensor, cfg: QGConfig) -> Tensor:
+    """Layer PV from streamfunction (the model's definition of q)."""
+    n = psi.shape[-1]
+    k = torch.fft.fftfreq(n, d=cfg.L / n, dtype=torch.float64).to(psi) * 2 * math.pi
+    lap = lambda f: torch.fft.ifft2(-(k[None, :] ** 2 + k[:, None] ** 2) * torch.fft.fft2(f)).real  # noqa: E731
+    p1, p2 = psi[..., 0, :, :], psi[..., 1, :, :]
+    return torch.stack([lap(p1) + cfg.F1 * (p2 - p1), lap(p2) + cfg.F2 * (p1 - p2)], dim=-3)
+
+
+@dataclass
+class OnlineStats:
+    """Time-mean KE spectrum ``[2, nk]`` and a sample of grid-point KE ``[2, n]`` of a run."""
+
+    spectrum: np.ndarray
+    ke_samples: np.ndarray
+    ke_series: np.ndarray  # domain-mean KE per layer at each kept snapshot [t, 2]
+    seconds: float = 0.0
+
+
+def online_run(cfg: QGConfig, q0: Tensor, days: float, discard_days: float, every_days: float,
+               uv_parameterization: Any = None, samples: int = 40_000, seed: int = 0) -> OnlineStats:
+    """Run the low-resolution model from ``q0`` ``[members, 2, n, n]`` with a parameterization
+    and collect KE statistics after ``discard_days`` (the a-posteriori test of the card)."""
+    import time
+
+    started = time.perf_counter()
+    m = QGModel(cfg, batch=(q0.shape[0],), dtype=q0.dtype, device=q0.device,
+                uv_parameterization=uv_parameterization)
+    m.set_q(q0)
+    m.run(discard_days)
+    specs, kes, series = [], [], []
+
+    def keep(model: QGModel) -> None:
+        specs.append(model.ke_spectrum()[1].mean(0))
+        ke = 0.5 * (model.u ** 2 + model.v ** 2)  # [members, 2, n, n]
+        kes.append(ke.transpose(0, 1).reshape(2, -1))
+        series.append(model.ke().mean(0))
+
+    m.run(days - discard_days, every=every_days * DAY, callback=keep, keep=False)
+    if not specs:
+        raise UserError("online test: no snapshot kept (online_days <= online_discard_days)")
+    allke = torch.cat(kes, 1).cpu().numpy()
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(allke.shape[1], size=min(samples, allke.shape[1]), replace=False)
+    return OnlineStats(torch.stack(specs).mean(0).cpu().numpy(), allke[:, pick],
+                       torch.stack(series).cpu().numpy(), time.perf_counter() - started)
+
+
+@dataclass
+class EddyInfo:
+    """Metadata the eddy methods need (``cfg_lo``: the low-resolution model's parameters)."""
+
+    cfg_lo: QGConfig
+    in_names: tuple[str, ...]
+    out_names: tuple[str, ...]
+    in_scale: Tensor  # per-channel std of the training inputs
+    out_scale: Tensor  # per-channel std of the training targets
+    online_q0: Tensor  # [members, 2, n, n] coarse-grained hi-res PV at the test period's start
+    online: dict[str, Any]  # days, discard_days, every_days, kmax
+    reference: OnlineStats  # high-resolution statistics over the test period
+    noparam: OnlineStats  # the low-resolution model without parameterization
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def distances(self, run: OnlineStats) -> dict[str, np.ndarray]:
+        """Spectrum and KE-distribution distances of a run to the high-res reference."""
+        k = self.online["kmax"]
+        return {"spectrum": om.spectrum_distance(run.spectrum, self.reference.spectrum, k),
+                "distribution": om.distribution_distance(run.ke_samples, self.reference.ke_samples)}
+
+    def scores(self, run: OnlineStats) -> dict[str, float]:
+        """``ke_spectrum_score`` and ``ke_distribution_score`` (overall and per layer)."""
+        d, d0 = self.distances(run), self.distances(self.noparam)
+        out = {}
+        for name, key in (("spectrum", "ke_spectrum_score"), ("distribution", "ke_distribution_score")):
+            s = om.online_score(d[name], d0[name])
+            out[key] = float(s.mean())
+            for i, layer in enumerate(LAYERS):
+                out[f"{key}_{layer}"] = float(s[i])
+        return out
+
+
+class EddyDataModule(L.LightningDataModule):
+    """Subgrid momentum forcing from high-resolution QG runs (the eddy CNN's data).
+
+    ``data_dir``: a directory of high-resolution snapshots written by
+    :func:`ocean_sim.simulate` (``hires/*.nc``, or the directory itself), e.g. a longer
+    run made on a GPU; their ``qg_config`` attribute gives the model. Without it the
+    default simulation (``sim`` overrides :class:`ocean_sim.EddySim`) is written first.
+
+    ``filter``: the coarse-graining operator (:func:`qg.coarsen`). ``"model"`` (default;
+    pyqg benchmarks' Operator 1) truncates to the coarse grid and applies the coarse model's
+    own exponential filter, so coarse-grained states have the spectral shape of the
+    low-resolution model's states, which the parameterization then sees online;
+    ``"gaussian"`` is Operator 2 (a Gaussian of width 2 dx_lo, the GZ21 choice).
+    """
+
+    def __init__(self, data_dir: str | None = None, sim: dict[str, Any] | None = None,
+                 nx_lo: int = 64, filter: str = "model", split: tuple[float, float] = (0.7, 0.15),
+                 batch_size: int = 16,
+                 online_days: float = 540.0, online_discard_days: float = 180.0,
+                 online_every_days: float = 2.0, online_members: int = 1,
+                 cache_dir: str = ".cache/harness", seed: int = 0, num_workers: int = 0):
+        super().__init__()
+        self.data_dir = data_dir
+        self.sim = ocean_sim.EddySim(**(sim or {}))
+        self.nx_lo = nx_lo
+        self.filter = filter
+        self.split = tuple(split)
+        self.batch_size = batch_size
+        self.online = {"days": online_days, "discard_days": online_discard_days,
+                       "every_days": online_every_days, "members": online_members}
+        self.cache_dir = Path(cache_dir)
+        self.seed = seed
+        self.num_workers = num_workers
+        self._fingerprint: str | None = None
+        self._info: EddyInfo | None = None
+
+    def raw_dir(self) -> Path:
+        if self.data_dir is None:
+            return _synthetic_dir(self.cache_dir, self.sim) / "hires"
+        d = Path(self.data_dir).expanduser()
+        if not d.is_dir():
+            raise UserError(f"data directory {d} does not exist")
+        return d / "hires" if (d / "hires").is_dir() else d
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(_nc_files(self.raw_dir()))
+        return self._fingerprint
+
+    def _processed_path(self) -> Path:
+        from harness.spec import stable_hash
+
+        key = stable_hash({"fp": self.fingerprint(), "nx_lo": self.nx_lo, "filter": self.filter,
+                           "split": self.split, "online": self.online, "v": 2})
+        return self.cache_dir / "processed" / f"ocean-eddy-{key}.pt"
+
+    def prepare_data(self) -> None:
+        path = self._processed_path()
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{id(self)}")
+        torch.save(self._process(), tmp)
+        tmp.replace(path)
+
+    def _process(self) -> dict[str, Any]:
+        files = _nc_files(self.raw_dir())
+        data = open_ocean(files, variables=("uo", "vo"), chunks=None)
+        cfg_json = data.ds.attrs.get("qg_config")
+        if cfg_json is None:
+            raise OceanDataError(
+                f"{files[0]} has no 'qg_config' attribute: the eddy benchmark learns the subgrid "
+                "forcing of the two-layer QG model and needs high-resolution QG snapshots written "
+                "by harness.datasets.ocean_sim.simulate (reanalysis files carry no QG state)")
+        cfg_hi = QGConfig(**json.loads(cfg_json))
+        if data.ds.sizes["lat"] != cfg_hi.nx or data.ds.sizes["depth"] != 2:
+            raise OceanDataError(f"expected 2 layers on a {cfg_hi.nx}^2 grid, got {dict(data.ds.sizes)}")
+        cfg_lo = dataclasses.replace(cfg_hi, nx=self.nx_lo)
+        u_all = np.nan_to_num(data.ds.uo.values.astype(np.float64))
+        v_all = np.nan_to_num(data.ds.vo.values.astype(np.float64))
+        n = len(u_all)
+        n_train, n_val = int(n * self.split[0]), int(n * self.split[1])
+        if min(n_train, n_val, n - n_train - n_val) < 1:
+            raise UserError(f"{n} snapshots are too few to split {self.split}")
+        hi = None
+        xs, ys, qs, specs, kes = [], [], [], [], []
+        for s in range(0, n, 8):
+            u = torch.from_numpy(u_all[s:s + 8])
+            v = torch.from_numpy(v_all[s:s + 8])
+            if hi is None or hi.batch != (len(u),):
+                hi = QGModel(cfg_hi, batch=(len(u),))
+            hi.set_q(q_from_psi(psi_from_uv(u, v, hi), cfg_hi))
+            f = subgrid_forcing(hi, cfg_lo, self.filter)
+            xs.append(torch.cat([f["u"], f["v"]], 1).float())  # [b, 4]: u1 u2 v1 v2
+            ys.append(torch.cat([f["Su"], f["Sv"]], 1).float())
+            qs.append(f["q"])
+            specs.append(hi.ke_spectrum()[1][..., : self.nx_lo // 2])
+            kes.append(0.5 * (f["u"] ** 2 + f["v"] ** 2))
+        x, y, q = torch.cat(xs), torch.cat(ys), torch.cat(qs)
+        spec, ke = torch.cat(specs), torch.cat(kes)
+        test0 = n_train + n_val
+        members = self.online["members"]
+        # the online runs start from the first test snapshots, spaced over the test period
+        starts = np.linspace(test0, n - 1, members).round().astype(int)
+        q0 = q[starts]
+        ke_test = ke[test0:].transpose(0, 1).reshape(2, -1).numpy()
+        rng = np.random.default_rng(0)
+        pick = rng.choice(ke_test.shape[1], size=min(40_000, ke_test.shape[1]), replace=False)
+        reference = OnlineStats(spec[test0:].mean(0).numpy(), ke_test[:, pick], np.zeros((0, 2)))
+        noparam = online_run(cfg_lo, q0, self.online["days"], self.online["discard_days"],
+                             self.online["every_days"])
+        return {"x": x, "y": y, "n_train": n_train, "n_val": n_val, "cfg_lo": dataclasses.asdict(cfg_lo),
+                "q0": q0, "reference": dataclasses.asdict(reference),
+                "noparam": dataclasses.asdict(noparam), "times": [str(t) for t in data.times]}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._info is not None:
+            return
+        self.prepare_data()
+        d = torch.load(self._processed_path(), weights_only=False)
+        a, b = d["n_train"], d["n_train"] + d["n_val"]
+        self.x, self.y = d["x"], d["y"]
+        self.parts = {"train": slice(0, a), "val": slice(a, b), "test": slice(b, len(self.x))}
+        self._info = EddyInfo(
+            cfg_lo=QGConfig(**d["cfg_lo"]), in_names=("u_upper", "u_lower", "v_upper", "v_lower"),
+            out_names=("Su_upper", "Su_lower", "Sv_upper", "Sv_lower"),
+            in_scale=self.x[:a].std(dim=(0, 2, 3)), out_scale=self.y[:a].std(dim=(0, 2, 3)),
+            online_q0=d["q0"], online={**self.online, "kmax": int(0.65 * self.nx_lo / 2)},
+            reference=OnlineStats(**d["reference"]), noparam=OnlineStats(**d["noparam"]),
+            stats={"snapshots": len(self.x), "train": a, "val": b - a, "test": len(self.x) - b,
+                   "nx_lo": self.nx_lo, "first": d["times"][0], "last": d["times"][-1]})
+
+    @property
+    def info(self) -> EddyInfo:
+        if self._info is None:
+            self.setup()
+        assert self._info is not None
+        return self._info
+
+    def _loader(self, part: str, shuffle: bool) -> DataLoader:
+        sl = self.parts[part]
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(TensorDataset(self.x[sl], self.y[sl]), batch_size=self.batch_size,
+                          shuffle=shuffle, generator=g if shuffle else None,
+                          num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+
+# ---------------------------------------------------------------------------- forecasting
+@dataclass
+class ForecastInfo:
+    """Metadata of a forecasting set. Fields are normalised per variable and depth level
+    (``mean``/``std`` of the training period); ``mask3``/``mask2`` are True on ocean."""
+
+    var3: tuple[str, ...]
+    var2: tuple[str, ...]
+    depth: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    t_in: int
+    t_out: int
+    mean3: Tensor  # [C3, D]
+    std3: Tensor
+    mean2: Tensor  # [C2]
+    std2: Tensor
+    mask3: Tensor  # [D, H, W] bool
+    mask2: Tensor  # [H, W] bool
+    weights: Tensor  # [H, W] cos(lat), mean 1 over surface ocean points
+    clim3: Tensor  # [366, C3, D, H, W] normalised day-of-year climatology of the training years
+    clim2: Tensor  # [366, C2, H, W]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def denorm3(self, x: Tensor) -> Tensor:
+        """Physical units of normalised 3-D fields ``[..., C3, D, H, W]``."""
+        return x * self.std3.to(x)[..., None, None] + self.mean3.to(x)[..., None, None]
+
+    def denorm2(self, x: Tensor) -> Tensor:
+        return x * self.std2.to(x)[..., None, None] + self.mean2.to(x)[..., None, None]
+
+
+class _Windows(Dataset):
+    """Windows ``(x3, x2, y3, y2, doy)`` read from memory-mapped normalised fields."""
+
+    def __init__(self, path3: Path, path2: Path, doy: np.ndarray, starts: np.ndarray,
+                 t_in: int, t_out: int):
+        self.path3, self.path2, self.doy, self.starts = path3, path2, doy, starts
+        self.t_in, self.t_out = t_in, t_out
+        self._a3: np.ndarray | None = None
+        self._a2: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, ...]:
+        if self._a3 is None:  # opened lazily: each loader worker maps the files itself
+            self._a3 = np.load(self.path3, mmap_mode="r")
+            self._a2 = np.load(self.path2, mmap_mode="r")
+        s, a, b = int(self.starts[i]), self.t_in, self.t_in + self.t_out
+        f3 = torch.from_numpy(np.array(self._a3[s:s + b]))
+        f2 = torch.from_numpy(np.array(self._a2[s:s + b]))
+        return f3[:a], f2[:a], f3[a:], f2[a:], torch.from_numpy(self.doy[s + a:s + b].astype(np.int64))
+
+
+class ForecastDataModule(L.LightningDataModule):
+    """Daily 3-D ocean fields plus 2-D surface fields for multi-day forecasting.
+
+    ``data_dir``: GLORYS-style netCDF files (one directory; ``daily/`` inside is used when
+    present), e.g. CMEMS ``GLOBAL_MULTIYEAR_PHY_001_030`` subsets; any CF naming the reader
+    understands (HYCOM, NEMO) works. ``region`` (lat_min, lat_max, lon_min, lon_max),
+    ``depth`` (levels or a range) and ``time`` select a subset; ``coarsen`` block-averages
+    the grid. ``split``: the fractions of days for training and validation (the rest is the
+    test period), or ISO dates ``[val_start, test_start]``. Without ``data_dir`` the
+    synthetic eddy simulation's daily product is used.
+    """
+
+    def __init__(self, data_dir: str | None = None, sim: dict[str, Any] | None = None,
+                 var3: tuple[str, ...] = ("thetao", "uo", "vo"), var2: tuple[str, ...] = ("zos",),
+                 region: tuple[float, float, float, float] | None = None,
+                 depth: Any = None, time: tuple[str, str] | None = None, coarsen: int = 1,
+                 t_in: int = 5, t_out: int = 10, split: Any = (0.6, 0.2), train_stride: int = 1,
+                 eval_stride: int = 1, clim_window: int = 15, batch_size: int = 8,
+                 cache_dir: str = ".cache/harness", seed: int = 0, num_workers: int = 0):
+        super().__init__()
+        self.data_dir, self.sim = data_dir, ocean_sim.EddySim(**(sim or {}))
+        self.var3, self.var2 = tuple(var3), tuple(var2)
+        self.region = tuple(region) if region is not None else None
+        self.depth = list(depth) if isinstance(depth, list | tuple) else depth
+        self.time = tuple(time) if time is not None else None
+        self.coarsen = int(coarsen)
+        self.t_in, self.t_out = int(t_in), int(t_out)
+        self.split = list(split)
+        self.train_stride, self.eval_stride = train_stride, eval_stride
+        self.clim_window = clim_window
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.cache_dir = Path(cache_dir)
+        self._fingerprint: str | None = None
+        self._info: ForecastInfo | None = None
+
+    def raw_dir(self) -> Path:
+        if self.data_dir is None:
+            return _synthetic_dir(self.cache_dir, self.sim) / "daily"
+        d = Path(self.data_dir).expanduser()
+        if not d.is_dir():
+            raise UserError(f"data directory {d} does not exist")
+        return d / "daily" if (d / "daily").is_dir() else d
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(_nc_files(self.raw_dir()))
+        return self._fingerprint
+
+    def _processed_dir(self) -> Path:
+        from harness.spec import stable_hash
+
+        key = stable_hash({"fp": self.fingerprint(), "var3": self.var3, "var2": self.var2,
+                           "region": self.region, "depth": self.depth, "time": self.time,
+                           "coarsen": self.coarsen, "split": self.split, "clim": self.clim_window,
+                           "v": 1})
+        return self.cache_dir / "processed" / f"ocean-forecast-{key}"
+
+    def prepare_data(self) -> None:
+        cached_dir(self._processed_dir(), self._process)
+
+    def _split_index(self, times: np.ndarray) -> tuple[int, int]:
+        n = len(times)
+        if all(isinstance(s, int | float) for s in self.split):
+            a, b = int(n * self.split[0]), int(n * (self.split[0] + self.split[1]))
+        else:
+            t = np.array([np.datetime64(str(x)[:10]) for x in times])
+            a, b = (int(np.searchsorted(t, np.datetime64(str(s)))) for s in self.split)
+        if a < self.t_in + self.t_out or b - a < self.t_in + self.t_out or n - b < self.t_in + self.t_out:
+            raise UserError(f"split {self.split} of {n} days leaves a period shorter than one "
+                            f"window (t_in {self.t_in} + t_out {self.t_out})")
+        return a, b
+
+    def _process(self, out: Path) -> None:
+        """Normalise, fill land with 0 and write memory-mapped arrays chunk by chunk."""
+        data = open_ocean(_nc_files(self.raw_dir()), variables=self.var3 + self.var2,
+                          region=self.region, depth=self.depth, time=self.time)
+        ds = data.ds
+        if self.coarsen > 1:
+            c = self.coarsen
+            ds = ds.coarsen(lat=c, lon=c, boundary="trim").mean(skipna=True)
+        times = data.times
+        a, b = self._split_index(times)
+        train = ds.isel(time=slice(0, a))
+        mean = {v: train[v].mean(dim=[d for d in train[v].dims if d != "depth"], skipna=True)
+                for v in self.var3 + self.var2}
+        std = {v: train[v].std(dim=[d for d in train[v].dims if d != "depth"], skipna=True)
+               for v in self.var3 + self.var2}
+        import dask
+
+        mean, std = dask.compute(mean, std)
+        mean3 = np.stack([mean[v].values for v in self.var3]).astype(np.float32)
+        std3 = np.stack([std[v].values for v in self.var3]).astype(np.float32)
+        mean2 = np.array([float(mean[v]) for v in self.var2], np.float32)
+        std2 = np.array([float(std[v]) for v in self.var2], np.float32)
+        first = ds.isel(time=0)
+        mask3 = np.isfinite(first[self.var3[0]].values)  # [D, H, W]
+        mask2 = np.isfinite(first[self.var2[0]].values) if self.var2 else mask3[0]
+        nt, (nd, nh, nw) = len(times), mask3.shape
+        f3 = np.lib.format.open_memmap(out / "fields3.npy", "w+", np.float32,
+                                       (nt, len(self.var3), nd, nh, nw))
+        f2 = np.lib.format.open_memmap(out / "fields2.npy", "w+", np.float32, (nt, len(self.var2), nh, nw))
+        for s in range(0, nt, 64):
+            part = ds.isel(time=slice(s, s + 64)).compute()
+            for i, v in enumerate(self.var3):
+                x = (part[v].values - mean3[i][:, None, None]) / std3[i][:, None, None]
+                f3[s:s + 64, i] = np.nan_to_num(x, nan=0.0)
+            for i, v in enumerate(self.var2):
+                f2[s:s + 64, i] = np.nan_to_num((part[v].values - mean2[i]) / std2[i], nan=0.0)
+        f3.flush()
+        f2.flush()
+        doy = np.array([_day_of_year(t) for t in times], np.int16)
+        clim3 = _doy_climatology(f3[:a], doy[:a], self.clim_window)
+        clim2 = _doy_climatology(f2[:a], doy[:a], self.clim_window)
+        lat = np.asarray(ds["lat"].values)
+        lon = np.asarray(ds["lon"].values)
+        lat2 = lat if lat.ndim == 2 else np.broadcast_to(lat[:, None], (nh, nw))
+        w = np.cos(np.deg2rad(lat2)) * mask2
+        w = w / w[mask2].mean()
+        np.savez(out / "meta.npz", mean3=mean3, std3=std3, mean2=mean2, std2=std2, mask3=mask3,
+                 mask2=mask2, weights=w.astype(np.float32), clim3=clim3, clim2=clim2, doy=doy,
+                 lat=lat, lon=lon, depth=np.asarray(ds["depth"].values), split=np.array([a, b]))
+        (out / "times.json").write_text(json.dumps([str(t) for t in times]))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._info is not None:
+            return
+        self.prepare_data()
+        d = self._processed_dir()
+        m = np.load(d / "meta.npz")
+        a, b = (int(x) for x in m["split"])
+        nt = len(m["doy"])
+        span = self.t_in + self.t_out
+        self.doy = m["doy"]
+        self.starts = {
+            "train": np.arange(0, a - span + 1, self.train_stride),
+            "val": np.arange(a, b - span + 1, self.eval_stride),
+            "test": np.arange(b, nt - span + 1, self.eval_stride),
+        }
+        t = lambda k: torch.from_numpy(np.ascontiguousarray(m[k]))  # noqa: E731
+        times = json.loads((d / "times.json").read_text())
+        self._info = ForecastInfo(
+            var3=self.var3, var2=self.var2, depth=m["depth"], lat=m["lat"], lon=m["lon"],
+            t_in=self.t_in, t_out=self.t_out, mean3=t("mean3"), std3=t("std3"), mean2=t("mean2"),
+            std2=t("std2"), mask3=t("mask3"), mask2=t("mask2"), weights=t("weights"),
+            clim3=t("clim3"), clim2=t("clim2"),
+            stats={"days": nt, "train_days": a, "val_days": b - a, "test_days": nt - b,
+                   "grid": "x".join(str(s) for s in m["mask3"].shape), "first": times[0][:10],
+                   "test_start": times[b][:10], "last": times[-1][:10],
+                   "train_windows": len(self.starts["train"]), "test_windows": len(self.starts["test"])})
+
+    @property
+    def info(self) -> ForecastInfo:
+        if self._info is None:
+            self.setup()
+        assert self._info is not None
+        return self._info
+
+    def _loader(self, part: str, shuffle: bool) -> DataLoader:
+        d = self._processed_dir()
+        ds = _Windows(d / "fields3.npy", d / "fields2.npy", self.doy, self.starts[part],
+                      self.t_in, self.t_out)
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle,
+                          generator=g if shuffle else None, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+
+def _day_of_year(t: Any) -> int:
+    """0-based day of year of a numpy datetime64 or cftime date (day 365 only in leap years)."""
+    if isinstance(t, np.datetime64):
+        return int((t.astype("datetime64[D]") - t.astype("datetime64[Y]")).astype(int))
+    return int(t.dayofyr) - 1
+
+
+def _doy_climatology(x: np.ndarray, doy: np.ndarray, window: int) -> np.ndarray:
+    """Day-of-year mean ``[366, ...]`` smoothed by a circular +-``window``-day box (WB2 style)."""
+    s = np.zeros((366, *x.shape[1:]), np.float64)
+    c = np.zeros(366)
+    for i in range(0, len(x), 64):
+        np.add.at(s, doy[i:i + 64], x[i:i + 64])
+        np.add.at(c, doy[i:i + 64], 1)
+    k = np.arange(-window, window + 1)
+    ss = sum(np.roll(s, j, axis=0) for j in k)
+    cc = sum(np.roll(c, j) for j in k)
+    shape = (-1, *([1] * (x.ndim - 1)))
+    clim = ss / np.maximum(cc, 1).reshape(shape)
+    missing = cc == 0
+    if missing.any():  # a training period shorter than a year: those days get the overall mean
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "climatology: %d days of the year have no training data within +-%d days; they use "
+            "the training mean (use more training years)", int(missing.sum()), window)
+        clim[missing] = s.sum(0) / c.sum()
+    return clim.astype(np.float32)

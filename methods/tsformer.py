@@ -1,0 +1,242 @@
+"""TSformer (non-autoregressive 3-D Swin U-Net ocean forecaster) and its baselines.
+
+Every row is a :class:`Forecaster` on :class:`~harness.datasets.ocean.ForecastDataModule`
+windows: ``t_in`` past days of normalised 3-D fields ``x3 [B, T_in, C3, D, H, W]`` and
+surface fields ``x2 [B, T_in, C2, H, W]`` in, ``t_out`` lead days out.
+
+* ``persistence``: the last input day for every lead;
+* ``climatology``: the day-of-year climatology of the training years;
+* ``unet-ar`` (:class:`UNetAR`): a U-Net trained one day ahead and rolled out day by day;
+* ``tsformer`` (:class:`TSformer`): :class:`~harness.methods.swin.TSformerNet`, every lead
+  day in one forward pass, trained on the mean over leads.
+
+Test metrics, in physical units over ocean points with cos(latitude) weights
+(WeatherBench 2): ``rmse_<var>_d<lead>`` and ``acc_<var>_d<lead>`` per variable and lead
+day, for 3-D variables over all depth levels, their means over leads ``rmse_<var>`` and
+``acc_<var>``, per depth level ``rmse_<var>_l<k>`` (mean over leads), and
+``forecast_seconds`` (wall time of one forecast of all leads, per sample). RMSE averages
+the squared error over test forecasts before the square root; ACC is averaged over
+forecasts. A plot of RMSE against lead day goes to MLflow.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from harness import tracking
+from harness.datasets.ocean import ForecastInfo
+from harness.methods.swin import TSformerNet, UNet2d, rollout
+from harness.metrics import ocean as om
+
+
+class Forecaster(L.LightningModule):
+    """Shared evaluation of a forecaster: ``forecast(x3, x2, doy) -> (y3, y2)`` normalised."""
+
+    family = "ocean"
+    metrics = {"loss": "min", "rmse": "min", "forecast_seconds": "min"}
+    metric_prefixes = {"rmse_": "min", "acc_": "max"}
+
+    def __init__(self, info: ForecastInfo):
+        super().__init__()
+        self.info = info
+        self.register_buffer("mask3", info.mask3.float(), persistent=False)
+        self.register_buffer("mask2", info.mask2.float(), persistent=False)
+        self.register_buffer("weights", info.weights.float(), persistent=False)
+        self.register_buffer("clim3", info.clim3, persistent=False)
+        self.register_buffer("clim2", info.clim2, persistent=False)
+        self._acc: dict[str, Any] = {}
+
+    def forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _errors(self, y3: Tensor, y2: Tensor, t3: Tensor, t2: Tensor, doy: Tensor) -> dict[str, Tensor]:
+        """Per-sample, per-lead weighted MSE and ACC terms, physical units.
+
+        Returns ``mse3 [B, T, C3, D]``, ``mse2 [B, T, C2]``, ``acc3 [B, T, C3]``, ``acc2 [B, T, C2]``."""
+        i = self.info
+        w3 = self.weights * self.mask3  # [D, H, W]
+        w2 = self.weights * self.mask2
+        p3, o3 = i.denorm3(y3), i.denorm3(t3)
+        p2, o2 = i.denorm2(y2), i.denorm2(t2)
+        c3, c2 = i.denorm3(self.clim3[doy]), i.denorm2(self.clim2[doy])
+        mse3 = om.weighted_sse(p3, o3, w3) / w3.sum(dim=(-2, -1))
+        mse2 = om.weighted_sse(p2, o2, w2) / w2.sum()
+        # ACC of a 3-D variable over all its levels: flatten depth into the spatial sum
+        acc3 = om.acc(p3.flatten(-3, -2), o3.flatten(-3, -2), c3.flatten(-3, -2), w3.flatten(-3, -2))
+        acc2 = om.acc(p2, o2, c2, w2)
+        return {"mse3": mse3, "mse2": mse2, "acc3": acc3, "acc2": acc2}
+
+    def _eval_step(self, batch: tuple[Tensor, ...], stage: str) -> None:
+        x3, x2, t3, t2, doy = batch
+        start = time.perf_counter()
+        with torch.no_grad():
+            y3, y2 = self.forecast(x3, x2, doy)
+        seconds = time.perf_counter() - start
+        e = self._errors(y3, y2, t3, t2, doy)
+        acc = self._acc.setdefault(stage, {k: [] for k in (*e, "seconds")})
+        for k, v in e.items():
+            acc[k].append(v.double().cpu())
+        acc["seconds"].append(torch.tensor([seconds / len(x3)] * len(x3), dtype=torch.float64))
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def summarise(self, stage: str) -> dict[str, float]:
+        """Metrics from the accumulated per-sample terms (see the module docstring)."""
+        acc = {k: torch.cat(v) for k, v in self._acc.pop(stage).items()}
+        i, out = self.info, {}
+        std3 = i.std3.double()
+        norm = []  # normalised RMSE of every variable, for the validation score
+        for c, var in enumerate(i.var3):
+            mse = acc["mse3"][:, :, c].mean(0)  # [T, D]
+            rm = mse.mean(-1).sqrt()  # [T] over all levels
+            for t in range(i.t_out):
+                out[f"rmse_{var}_d{t + 1}"] = float(rm[t])
+                out[f"acc_{var}_d{t + 1}"] = float(acc["acc3"][:, t, c].mean())
+            out[f"rmse_{var}"] = float(rm.mean())
+            out[f"acc_{var}"] = float(acc["acc3"][:, :, c].mean())
+            for k in range(mse.shape[-1]):
+                out[f"rmse_{var}_l{k}"] = float(mse[:, k].sqrt().mean())
+            norm.append((mse / std3[c] ** 2).mean(-1).sqrt().mean())
+        for c, var in enumerate(i.var2):
+            rm = acc["mse2"][:, :, c].mean(0).sqrt()
+            for t in range(i.t_out):
+                out[f"rmse_{var}_d{t + 1}"] = float(rm[t])
+                out[f"acc_{var}_d{t + 1}"] = float(acc["acc2"][:, t, c].mean())
+            out[f"rmse_{var}"] = float(rm.mean())
+            out[f"acc_{var}"] = float(acc["acc2"][:, :, c].mean())
+            norm.append(rm.mean() / float(i.std2[c]))
+        out["rmse"] = float(torch.stack(norm).mean())  # mean normalised RMSE over variables
+        out["forecast_seconds"] = float(acc["seconds"].mean())
+        return out
+
+    def on_validation_epoch_end(self) -> None:
+        if "val" in self._acc:
+            self.log("val/rmse", self.summarise("val")["rmse"])
+
+    def on_test_epoch_end(self) -> None:
+        out = self.summarise("test")
+        for k, v in out.items():
+            self.log(f"test/{k}", v)
+        self._plot(out)
+
+    def _plot(self, out: dict[str, float]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = [*self.info.var3, *self.info.var2]
+        leads = np.arange(1, self.info.t_out + 1)
+        fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
+        for ax, var in zip(axes[0], names, strict=True):
+            ax.plot(leads, [out[f"rmse_{var}_d{t}"] for t in leads], marker=".")
+            ax.set_title(f"RMSE {var}", fontsize=9)
+            ax.set_xlabel("lead day", fontsize=8)
+        fig.suptitle(type(self).__name__, fontsize=9)
+        fig.tight_layout()
+        tracking.log_figure(self, fig, "rmse_by_lead.png")
+
+
+class Persistence(Forecaster):
+    """Every lead day equals the last observed day."""
+
+    def __init__(self, info: ForecastInfo):
+        super().__init__(info)
+        self.stages = ()
+
+    def forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
+        t = self.info.t_out
+        return (x3[:, -1:].expand(-1, t, *x3.shape[2:]), x2[:, -1:].expand(-1, t, *x2.shape[2:]))
+
+
+class Climatology(Forecaster):
+    """The training years' day-of-year climatology (smoothed) of each target day."""
+
+    def __init__(self, info: ForecastInfo):
+        super().__init__(info)
+        self.stages = ()
+
+    def forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
+        return self.clim3[doy] * self.mask3, self.clim2[doy] * self.mask2
+
+
+def _masked_mse(y: Tensor, t: Tensor, mask: Tensor) -> Tensor:
+    """MSE over ocean points (mask broadcast over batch, time and variables)."""
+    m = mask.expand_as(y)
+    return ((y - t) ** 2 * m).sum() / m.sum().clamp_min(1)
+
+
+class _Trained(Forecaster):
+    def __init__(self, info: ForecastInfo, lr: float, weight_decay: float):
+        super().__init__(info)
+        self.lr, self.weight_decay = lr, weight_decay
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        steps = self.trainer.estimated_stepping_batches if self.trainer else 1000
+        # at least 30 steps: OneCycleLR divides by its warm-up length (tiny runs in tests)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, self.lr, total_steps=max(int(steps), 30),
+                                                    pct_start=0.1)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _loss(self, y3: Tensor, y2: Tensor, t3: Tensor, t2: Tensor) -> Tensor:
+        n3, n2 = t3[0, 0].numel(), t2[0, 0].numel()  # weigh 3-D and surface values by count
+        return (n3 * _masked_mse(y3, t3, self.mask3) + n2 * _masked_mse(y2, t2, self.mask2)) / (n3 + n2)
+
+
+class UNetAR(_Trained):
+    """Autoregressive baseline: :class:`~harness.methods.swin.UNet2d` trained to predict the
+    next day, rolled out day by day (its own predictions fed back) for every lead."""
+
+    def __init__(self, info: ForecastInfo, lr: float = 1e-3, weight_decay: float = 1e-4, base: int = 32,
+                 padding_mode: str = "zeros"):
+        super().__init__(info, lr, weight_decay)
+        self.save_hyperparameters(ignore=["info"])
+        self.net = UNet2d(len(info.var3), len(info.var2), len(info.depth), info.t_in, base=base,
+                          padding_mode=padding_mode)
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        x3, x2, t3, t2, _ = batch
+        y3, y2 = self.net(x3, x2, self.mask3, self.mask2)
+        loss = self._loss(y3, y2, t3[:, :1], t2[:, :1])
+        self.log("train/loss", loss, on_epoch=True, on_step=False)
+        return loss
+
+    def forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
+        return rollout(self.net, x3, x2, self.info.t_out, self.mask3, self.mask2)
+
+
+class TSformer(_Trained):
+    """TSformer: :class:`~harness.methods.swin.TSformerNet` predicts all ``t_out`` lead days in
+    one pass; the loss is the masked MSE over every lead day and variable (normalised units)."""
+
+    def __init__(self, info: ForecastInfo, lr: float = 1e-3, weight_decay: float = 1e-4, dim: int = 48,
+                 heads: int = 4, window: tuple[int, ...] = (2, 2, 4, 4), patch: int = 2,
+                 blocks: tuple[int, int] = (2, 2), mlp_ratio: float = 4.0, drop_path: float = 0.0):
+        super().__init__(info, lr, weight_decay)
+        self.save_hyperparameters(ignore=["info"])
+        self.net = TSformerNet(len(info.var3), len(info.var2), len(info.depth), info.t_in, info.t_out,
+                               tuple(info.mask2.shape), dim=dim, heads=heads, window=tuple(window),
+                               patch=patch, blocks=tuple(blocks), mlp_ratio=mlp_ratio,
+                               drop_path=drop_path)
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        x3, x2, t3, t2, _ = batch
+        y3, y2 = self.net(x3, x2, self.mask3, self.mask2)
+        loss = self._loss(y3, y2, t3, t2)
+        self.log("train/loss", loss, on_epoch=True, on_step=False)
+        return loss
+
+    def forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
+        return self.net(x3, x2, self.mask3, self.mask2)

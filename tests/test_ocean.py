@@ -1,0 +1,242 @@
+"""Ocean pieces outside the QG solver and the Swin modules: metrics, the simulation writer,
+the two DataModules, the eddy parameterizations and the forecast baselines."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from harness.datasets import ocean, ocean_sim
+from harness.datasets.qg import QGConfig, QGModel, coarsen
+from harness.metrics import ocean as om
+
+TINY = dict(nx=32, spinup_nx=32, spinup_days=20, adjust_days=0, days=60, hires_every_days=2,
+            nx_daily=16)
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_rmse_and_acc_match_hand_computation():
+    w = torch.tensor([[1.0, 3.0]])
+    p, t = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.0]])
+    assert om.rmse(p, t, w).item() == pytest.approx(math.sqrt((1 * 1 + 3 * 4) / 4))
+    c = torch.zeros(1, 2)
+    assert om.acc(t + torch.tensor([[1.0, -1.0]]), torch.tensor([[2.0, -2.0]]), c, w).item() == \
+        pytest.approx(1.0)
+    assert om.acc(torch.tensor([[1.0, -1.0]]), torch.tensor([[-2.0, 2.0]]), c, w).item() == \
+        pytest.approx(-1.0)
+
+
+def test_online_score_is_zero_for_noparam_and_one_for_perfect():
+    ref = np.abs(np.random.default_rng(0).normal(size=(2, 10))) + 1
+    lo = ref * 2
+    d0 = om.spectrum_distance(lo, ref, 8)
+    assert np.allclose(om.online_score(d0, d0), 0)
+    assert np.allclose(om.online_score(om.spectrum_distance(ref, ref, 8), d0), 1)
+    assert (om.online_score(om.spectrum_distance(ref * 4, ref, 8), d0) < 0).all()
+
+
+# ----------------------------------------------------------------------------- data
+def test_streamfunction_and_pv_rebuilt_from_velocities():
+    cfg = QGConfig(nx=32)
+    m = QGModel(cfg)
+    m.random_init(1, amplitude=1e-6)
+    m.set_q(coarsen(m.q, 32, "sharp"))  # no Nyquist modes: velocities cannot carry them
+    psi = ocean.psi_from_uv(m.u, m.v, m)
+    assert torch.allclose(psi, m.psi, atol=1e-10 * m.psi.abs().max().item())
+    q = ocean.q_from_psi(psi, cfg)
+    assert torch.allclose(q, m.q, atol=1e-10 * m.q.abs().max().item())
+
+
+def test_upsample_keeps_the_field_on_the_coarse_points():
+    m = QGModel(QGConfig(nx=32))
+    m.random_init(2, amplitude=1e-6)
+    q = coarsen(m.q, 16, "sharp")
+    up = ocean_sim.upsample(q, 32)
+    assert torch.allclose(up[..., ::2, ::2], q, atol=1e-6 * q.abs().max().item())
+
+
+def test_day_of_year_climatology_recovers_a_seasonal_cycle():
+    days = np.arange(3 * 365)
+    doy = (days % 365).astype(np.int16)
+    season = np.sin(2 * np.pi * doy / 365)[:, None]
+    x = (season + 0.01 * np.random.default_rng(0).normal(size=(len(days), 1))).astype(np.float32)
+    clim = ocean._doy_climatology(x, doy, 3)
+    assert clim.shape == (366, 1)
+    assert np.abs(clim[:365, 0] - np.sin(2 * np.pi * np.arange(365) / 365)).max() < 0.02
+
+
+@pytest.fixture(scope="module")
+def sim_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cache")
+    return d
+
+
+def test_forecast_datamodule_windows_normalisation_and_real_reader(sim_dir):
+    dm = ocean.ForecastDataModule(sim=TINY, t_in=2, t_out=3, split=(0.5, 0.25), cache_dir=str(sim_dir))
+    dm.setup()
+    info = dm.info
+    assert info.var3 == ("thetao", "uo", "vo") and info.mask3.shape == (2, 16, 16)
+    assert info.weights.mean().item() == pytest.approx(1.0, rel=1e-5)
+    x3, x2, y3, y2, doy = dm.train_dataloader().dataset[0]
+    assert x3.shape == (2, 3, 2, 16, 16) and y3.shape == (3, 3, 2, 16, 16) and y2.shape == (3, 1, 16, 16)
+    # the training windows are normalised with the training period's statistics
+    a = np.load(dm._processed_dir() / "fields3.npy", mmap_mode="r")
+    n_train = info.stats["train_days"]
+    assert abs(float(np.asarray(a[:n_train]).mean())) < 1e-3
+    # windows follow each other in time: target day 0 of window 0 is input day 0 of window t_in
+    x3b = dm.train_dataloader().dataset[2][0]
+    assert torch.equal(x3b[0], y3[0])
+    # the synthetic files read back through the real reader hold what the simulation wrote
+    from harness.datasets.ocean_reader import open_ocean
+
+    d = open_ocean(dm.raw_dir(), variables=("thetao", "uo", "vo", "zos"))
+    assert d.ds.thetao.dims == ("time", "depth", "lat", "lon") and d.ds.sizes["time"] == 60
+    assert float(d.ds.thetao.isel(depth=0).mean()) > float(d.ds.thetao.isel(depth=1).mean())
+
+
+def test_eddy_datamodule_targets_are_the_subgrid_forcing(sim_dir):
+    dm = ocean.EddyDataModule(sim=TINY, nx_lo=16, online_days=4, online_discard_days=2,
+                              online_every_days=1, cache_dir=str(sim_dir))
+    dm.setup()
+    info = dm.info
+    x, y = dm.x, dm.y
+    assert x.shape[1:] == (4, 16, 16) and y.shape == x.shape
+    assert info.stats["train"] + info.stats["val"] + info.stats["test"] == len(x)
+    # targets have (near) zero domain mean: the exact forcing conserves momentum
+    assert (y.double().mean(dim=(2, 3)).abs() < 1e-3 * y.double().std(dim=(2, 3))).all()
+    # the no-parameterization run's score is 0 by definition, and the reference is high-res
+    assert info.scores(info.noparam)["ke_spectrum_score"] == pytest.approx(0.0)
+    assert info.reference.spectrum.shape == (2, 8)
+
+
+# ----------------------------------------------------------------------------- eddy methods
+def _info(n=16):
+    cfg = QGConfig(nx=n)
+    stats = ocean.OnlineStats(np.ones((2, n // 2)), np.ones((2, 10)), np.zeros((1, 2)))
+    return ocean.EddyInfo(cfg_lo=cfg, in_names=("a", "b", "c", "d"), out_names=("e", "f", "g", "h"),
+                          in_scale=torch.ones(4), out_scale=torch.ones(4),
+                          online_q0=torch.zeros(1, 2, n, n), online={"kmax": 4, "days": 1,
+                                                                     "discard_days": 0,
+                                                                     "every_days": 1},
+                          reference=stats, noparam=stats)
+
+
+def test_hard_constraint_gives_zero_domain_mean_and_soft_penalises_it():
+    from harness.methods.eddycnn import EddyCNN
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 16, 16)
+    hard = EddyCNN(_info(), constraint="hard", width=0.25).eval()
+    none = EddyCNN(_info(), constraint="none", width=0.25).eval()
+    none.load_state_dict(hard.state_dict())
+    with torch.no_grad():
+        mh, mn = hard.forcing(x).mean(dim=(2, 3)), none.forcing(x).mean(dim=(2, 3))
+    assert mh.abs().max() < 1e-6 * hard.forcing(x).abs().max()
+    assert mn.abs().max() > 1e-3
+    # the soft penalty is part of the loss: same weights, larger loss than the unconstrained one
+    soft = EddyCNN(_info(), constraint="soft", lam=10.0, width=0.25)
+    soft.load_state_dict(none.state_dict())
+    none.train()
+    soft.log = none.log = lambda *a, **k: None
+    y = torch.zeros_like(x)
+    assert soft.training_step((x, y), 0) > none.training_step((x, y), 0)
+
+
+def test_fcnn_is_translation_equivariant_on_the_periodic_domain():
+    from harness.methods.eddycnn import FCNN
+
+    torch.manual_seed(0)
+    net = FCNN(width=0.125).eval()
+    x = torch.randn(1, 4, 16, 16)
+    with torch.no_grad():
+        a = torch.roll(net(x), shifts=(3, 5), dims=(2, 3))
+        b = net(torch.roll(x, shifts=(3, 5), dims=(2, 3)))
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_smagorinsky_removes_kinetic_energy():
+    from harness.methods.eddycnn import Smagorinsky
+
+    m = QGModel(QGConfig(nx=32))
+    m.random_init(3, amplitude=1e-5)
+    smag = Smagorinsky(_info(32))
+    x = torch.cat([m.u, m.v], 0)[None].float()
+    s = smag.forcing(x)[0].double()
+    work = (x[0].double() * s).sum()  # d(KE)/dt contribution, summed over layers and points
+    assert work < 0
+    off = Smagorinsky(_info(32), constant=0.0).forcing(x)
+    assert off.abs().max() == 0
+
+
+def test_offline_metrics():
+    from harness.methods.eddycnn import EddyParameterization
+
+    torch.manual_seed(0)
+    true = torch.randn(5, 4, 8, 8)
+    out = EddyParameterization.offline_metrics(true.clone(), true)
+    assert out["r2_upper"] == pytest.approx(1.0) and out["corr_lower"] == pytest.approx(1.0)
+    out = EddyParameterization.offline_metrics(torch.zeros_like(true), true)
+    assert out["r2_upper"] < 0.01 and out["conservation_error"] == 0.0
+    shifted = true + 1.0
+    assert EddyParameterization.offline_metrics(shifted, true)["conservation_error"] > 0.5
+
+
+# ----------------------------------------------------------------------------- forecasters
+def _finfo(t_in=2, t_out=3):
+    d, h, w = 2, 8, 8
+    return ocean.ForecastInfo(
+        var3=("thetao", "uo", "vo"), var2=("zos",), depth=np.array([1.0, 2.0]), lat=np.arange(h),
+        lon=np.arange(w), t_in=t_in, t_out=t_out, mean3=torch.zeros(3, d), std3=torch.ones(3, d) * 2,
+        mean2=torch.zeros(1), std2=torch.ones(1), mask3=torch.ones(d, h, w, dtype=torch.bool),
+        mask2=torch.ones(h, w, dtype=torch.bool), weights=torch.ones(h, w),
+        clim3=torch.zeros(366, 3, d, h, w), clim2=torch.zeros(366, 1, h, w))
+
+
+def test_persistence_and_climatology_errors():
+    from harness.methods.tsformer import Climatology, Persistence
+
+    info = _finfo()
+    x3 = torch.randn(4, 2, 3, 2, 8, 8)
+    x2 = torch.randn(4, 2, 1, 8, 8)
+    doy = torch.zeros(4, 3, dtype=torch.long)
+    p = Persistence(info)
+    t3 = x3[:, -1:].expand(-1, 3, -1, -1, -1, -1)  # a constant future: persistence is exact
+    t2 = x2[:, -1:].expand(-1, 3, -1, -1, -1)
+    p.test_step((x3, x2, t3, t2, doy), 0)
+    out = p.summarise("test")
+    assert out["rmse_thetao_d3"] == pytest.approx(0.0, abs=1e-6) and out["acc_zos_d1"] == pytest.approx(1.0)
+    c = Climatology(info)
+    c.test_step((x3, x2, t3, t2, doy), 0)
+    out = c.summarise("test")
+    # climatology 0 (normalised), std 2: RMSE = 2 * rms of the normalised target
+    expect = 2 * t3[:, :, 0].pow(2).mean().sqrt().item()
+    assert out["rmse_thetao"] == pytest.approx(expect, rel=1e-4)
+    assert out["acc_thetao"] == pytest.approx(0.0)
+    assert {"rmse_thetao_l0", "rmse_thetao_l1", "forecast_seconds", "rmse"} <= set(out)
+
+
+def test_unet_ar_trains_one_day_and_forecasts_by_rollout(monkeypatch):
+    from harness.methods import tsformer as ts
+
+    info = _finfo()
+    model = ts.UNetAR(info, base=8)
+    calls = []
+    real = model.net.forward
+    monkeypatch.setattr(model.net, "forward", lambda *a: (calls.append(1), real(*a))[1])
+    y3, y2 = model.forecast(torch.randn(2, 2, 3, 2, 8, 8), torch.randn(2, 2, 1, 8, 8), None)
+    assert y3.shape == (2, 3, 3, 2, 8, 8) and len(calls) == 3
+    calls.clear()
+    t = ts.TSformer(info, dim=8, heads=2, window=(2, 2, 2, 2))
+    monkeypatch.setattr(t.net, "forward", lambda *a: (calls.append(1), t.net.__class__.forward(t.net, *a))[1])
+    y3, _ = t.forecast(torch.randn(2, 2, 3, 2, 8, 8), torch.randn(2, 2, 1, 8, 8), None)
+    assert y3.shape == (2, 3, 3, 2, 8, 8) and len(calls) == 1
+
+
+def test_simulation_config_key_changes_with_arguments():
+    a = ocean_sim.EddySim(**TINY)
+    assert a.key() == ocean_sim.EddySim(**TINY).key()
+    assert a.key() != dataclasses.replace(a, days=61).key()
