@@ -46,6 +46,8 @@ def test_tsformer_quick(workdir):
     table = _csv(workdir / "reports" / "tsformer.csv")
     assert {m for m, _ in table} == {"persistence", "climatology", "unet-ar", "tsformer"}
     assert (workdir / "reports" / "tsformer-curves.png").stat().st_size > 0
+    md = (workdir / "reports" / "tsformer.md").read_text()  # directions from metric_prefixes
+    assert "rmse_thetao_d3 ↓" in md and "acc_thetao ↑" in md
     for run in _runs("tsformer"):
         m = run.data.metrics
         for var in ("thetao", "uo", "vo", "zos"):
