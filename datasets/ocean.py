@@ -163,7 +163,7 @@ class EddyDataModule(L.LightningDataModule):
     def __init__(self, data_dir: str | None = None, sim: dict[str, Any] | None = None,
                  nx_lo: int = 64, filter: str = "model", split: tuple[float, float] = (0.7, 0.15),
                  batch_size: int = 16,
-                 online_days: float = 540.0, online_discard_days: float = 180.0,
+                 online_days: float = 450.0, online_discard_days: float = 150.0,
                  online_every_days: float = 2.0, online_members: int = 1,
                  cache_dir: str = ".cache/harness", seed: int = 0, num_workers: int = 0):
         super().__init__()

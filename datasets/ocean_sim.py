@@ -66,8 +66,8 @@ class EddySim:
     spinup_nx: int = 128
     spinup_days: float = 1800.0
     adjust_days: float = 180.0
-    days: float = 1095.0
-    hires_every_days: float = 4.0
+    days: float = 2190.0
+    hires_every_days: float = 8.0
     nx_daily: int = 32
     seed: int = 0
 
