@@ -334,7 +334,8 @@ class ForecastInfo:
 
 
 class _Windows(Dataset):
-    """Windows ``(x3, x2, y3, y2, doy)`` read from memory-mapped normalised fields."""
+    """Windows ``(x3, x2, y3, y2, doy)`` read from memory-mapped normalised fields; ``doy`` is
+    the 0-based day of year of every day of the window, inputs then targets."""
 
     def __init__(self, path3: Path, path2: Path, doy: np.ndarray, starts: np.ndarray,
                  t_in: int, t_out: int):
@@ -353,7 +354,7 @@ class _Windows(Dataset):
         s, a, b = int(self.starts[i]), self.t_in, self.t_in + self.t_out
         f3 = torch.from_numpy(np.array(self._a3[s:s + b]))
         f2 = torch.from_numpy(np.array(self._a2[s:s + b]))
-        return f3[:a], f2[:a], f3[a:], f2[a:], torch.from_numpy(self.doy[s + a:s + b].astype(np.int64))
+        return f3[:a], f2[:a], f3[a:], f2[a:], torch.from_numpy(self.doy[s:s + b].astype(np.int64))
 
 
 class ForecastDataModule(L.LightningDataModule):

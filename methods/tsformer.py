@@ -36,7 +36,8 @@ from harness.metrics import ocean as om
 
 
 class Forecaster(L.LightningModule):
-    """Shared evaluation of a forecaster: ``forecast(x3, x2, doy) -> (y3, y2)`` normalised."""
+    """Shared evaluation of a forecaster: ``forecast(x3, x2, doy) -> (y3, y2)`` normalised;
+    ``doy [B, t_in + t_out]`` is the day of year of every day of the window."""
 
     family = "ocean"
     metrics = {"loss": "min", "rmse": "min", "forecast_seconds": "min"}
@@ -79,7 +80,7 @@ class Forecaster(L.LightningModule):
         with torch.no_grad():
             y3, y2 = self.forecast(x3, x2, doy)
         seconds = time.perf_counter() - start
-        e = self._errors(y3, y2, t3, t2, doy)
+        e = self._errors(y3, y2, t3, t2, doy[:, -self.info.t_out:])
         acc = self._acc.setdefault(stage, {k: [] for k in (*e, "seconds")})
         for k, v in e.items():
             acc[k].append(v.double().cpu())
@@ -168,7 +169,8 @@ class Climatology(Forecaster):
         self.stages = ()
 
     def forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
-        return self.clim3[doy] * self.mask3, self.clim2[doy] * self.mask2
+        out = doy[:, -self.info.t_out:]
+        return self.clim3[out] * self.mask3, self.clim2[out] * self.mask2
 
 
 def _masked_mse(y: Tensor, t: Tensor, mask: Tensor) -> Tensor:
@@ -178,9 +180,28 @@ def _masked_mse(y: Tensor, t: Tensor, mask: Tensor) -> Tensor:
 
 
 class _Trained(Forecaster):
-    def __init__(self, info: ForecastInfo, lr: float, weight_decay: float):
+    """A trained forecaster. With ``anomalies`` the network sees and predicts departures from
+    the training years' day-of-year climatology (added back to its output), so the seasonal
+    cycle is known exactly and the network spends itself on the eddies."""
+
+    def __init__(self, info: ForecastInfo, lr: float, weight_decay: float, anomalies: bool = False):
         super().__init__(info)
-        self.lr, self.weight_decay = lr, weight_decay
+        self.lr, self.weight_decay, self.anomalies = lr, weight_decay, anomalies
+
+    def _shift(self, x3: Tensor, x2: Tensor, doy: Tensor, sign: float) -> tuple[Tensor, Tensor]:
+        """``x -/+ climatology`` of the days ``doy [B, T]`` (identity without ``anomalies``)."""
+        if not self.anomalies:
+            return x3, x2
+        return x3 + sign * self.clim3[doy] * self.mask3, x2 + sign * self.clim2[doy] * self.mask2
+
+    def net_forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
+        t_in = x3.shape[1]
+        a3, a2 = self._shift(x3, x2, doy[:, :t_in], -1.0)
+        y3, y2 = self.net_forecast(a3, a2, doy)
+        return self._shift(y3, y2, doy[:, t_in:t_in + y3.shape[1]], 1.0)
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -200,20 +221,23 @@ class UNetAR(_Trained):
     next day, rolled out day by day (its own predictions fed back) for every lead."""
 
     def __init__(self, info: ForecastInfo, lr: float = 1e-3, weight_decay: float = 1e-4, base: int = 32,
-                 padding_mode: str = "zeros"):
-        super().__init__(info, lr, weight_decay)
+                 padding_mode: str = "zeros", anomalies: bool = False):
+        super().__init__(info, lr, weight_decay, anomalies)
         self.save_hyperparameters(ignore=["info"])
         self.net = UNet2d(len(info.var3), len(info.var2), len(info.depth), info.t_in, base=base,
                           padding_mode=padding_mode)
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        x3, x2, t3, t2, _ = batch
-        y3, y2 = self.net(x3, x2, self.mask3, self.mask2)
+        x3, x2, t3, t2, doy = batch
+        t_in = x3.shape[1]
+        a3, a2 = self._shift(x3, x2, doy[:, :t_in], -1.0)
+        y3, y2 = self.net(a3, a2, self.mask3, self.mask2)
+        y3, y2 = self._shift(y3, y2, doy[:, t_in:t_in + 1], 1.0)
         loss = self._loss(y3, y2, t3[:, :1], t2[:, :1])
         self.log("train/loss", loss, on_epoch=True, on_step=False)
         return loss
 
-    def forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
+    def net_forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
         return rollout(self.net, x3, x2, self.info.t_out, self.mask3, self.mask2)
 
 
@@ -223,8 +247,9 @@ class TSformer(_Trained):
 
     def __init__(self, info: ForecastInfo, lr: float = 1e-3, weight_decay: float = 1e-4, dim: int = 48,
                  heads: int = 4, window: tuple[int, ...] = (2, 2, 4, 4), patch: int = 2,
-                 blocks: tuple[int, int] = (2, 2), mlp_ratio: float = 4.0, drop_path: float = 0.0):
-        super().__init__(info, lr, weight_decay)
+                 blocks: tuple[int, int] = (2, 2), mlp_ratio: float = 4.0, drop_path: float = 0.0,
+                 anomalies: bool = False):
+        super().__init__(info, lr, weight_decay, anomalies)
         self.save_hyperparameters(ignore=["info"])
         self.net = TSformerNet(len(info.var3), len(info.var2), len(info.depth), info.t_in, info.t_out,
                                tuple(info.mask2.shape), dim=dim, heads=heads, window=tuple(window),
@@ -232,11 +257,11 @@ class TSformer(_Trained):
                                drop_path=drop_path)
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        x3, x2, t3, t2, _ = batch
-        y3, y2 = self.net(x3, x2, self.mask3, self.mask2)
+        x3, x2, t3, t2, doy = batch
+        y3, y2 = self.forecast(x3, x2, doy)
         loss = self._loss(y3, y2, t3, t2)
         self.log("train/loss", loss, on_epoch=True, on_step=False)
         return loss
 
-    def forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
+    def net_forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
         return self.net(x3, x2, self.mask3, self.mask2)

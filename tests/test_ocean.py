@@ -202,7 +202,7 @@ def test_persistence_and_climatology_errors():
     info = _finfo()
     x3 = torch.randn(4, 2, 3, 2, 8, 8)
     x2 = torch.randn(4, 2, 1, 8, 8)
-    doy = torch.zeros(4, 3, dtype=torch.long)
+    doy = torch.zeros(4, 5, dtype=torch.long)  # t_in + t_out days
     p = Persistence(info)
     t3 = x3[:, -1:].expand(-1, 3, -1, -1, -1, -1)  # a constant future: persistence is exact
     t2 = x2[:, -1:].expand(-1, 3, -1, -1, -1)
@@ -227,13 +227,37 @@ def test_unet_ar_trains_one_day_and_forecasts_by_rollout(monkeypatch):
     calls = []
     real = model.net.forward
     monkeypatch.setattr(model.net, "forward", lambda *a: (calls.append(1), real(*a))[1])
-    y3, y2 = model.forecast(torch.randn(2, 2, 3, 2, 8, 8), torch.randn(2, 2, 1, 8, 8), None)
+    doy = torch.zeros(2, 5, dtype=torch.long)
+    y3, y2 = model.forecast(torch.randn(2, 2, 3, 2, 8, 8), torch.randn(2, 2, 1, 8, 8), doy)
     assert y3.shape == (2, 3, 3, 2, 8, 8) and len(calls) == 3
     calls.clear()
     t = ts.TSformer(info, dim=8, heads=2, window=(2, 2, 2, 2))
     monkeypatch.setattr(t.net, "forward", lambda *a: (calls.append(1), t.net.__class__.forward(t.net, *a))[1])
-    y3, _ = t.forecast(torch.randn(2, 2, 3, 2, 8, 8), torch.randn(2, 2, 1, 8, 8), None)
+    y3, _ = t.forecast(torch.randn(2, 2, 3, 2, 8, 8), torch.randn(2, 2, 1, 8, 8), doy)
     assert y3.shape == (2, 3, 3, 2, 8, 8) and len(calls) == 1
+
+
+def test_anomaly_forecasters_remove_and_restore_the_climatology(monkeypatch):
+    from harness.methods import tsformer as ts
+
+    info = _finfo()
+    info.clim3 = torch.arange(366.0)[:, None, None, None, None].expand(366, 3, 2, 8, 8).clone()
+    info.clim2 = torch.arange(366.0)[:, None, None, None].expand(366, 1, 8, 8).clone() * 2
+    model = ts.TSformer(info, dim=8, heads=2, window=(2, 2, 2, 2), anomalies=True)
+    seen = {}
+
+    def fake(x3, x2, doy):  # persistence of the anomaly
+        seen["x3"] = x3
+        return x3[:, -1:].expand(-1, 3, -1, -1, -1, -1), x2[:, -1:].expand(-1, 3, -1, -1, -1)
+
+    monkeypatch.setattr(model, "net_forecast", fake)
+    doy = torch.tensor([[10, 11, 12, 13, 14]])
+    x3 = info.clim3[doy[:, :2]] + 0.5  # inputs: climatology of their days plus 0.5
+    x2 = info.clim2[doy[:, :2]] - 1.0
+    y3, y2 = model.forecast(x3, x2, doy)
+    assert torch.allclose(seen["x3"], torch.full_like(x3, 0.5))  # the network saw anomalies
+    assert torch.allclose(y3, info.clim3[doy[:, 2:]] + 0.5)  # climatology of the targets restored
+    assert torch.allclose(y2, info.clim2[doy[:, 2:]] - 1.0)
 
 
 def test_simulation_config_key_changes_with_arguments():
