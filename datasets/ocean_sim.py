@@ -162,13 +162,13 @@ def simulate(out_dir: str | Path, sim: EddySim | None = None, progress: bool = T
         f = fields(lo.psi[None].cpu().numpy(), lo.u[None].cpu().numpy(), lo.v[None].cpu().numpy(),
                    doy, cfg)
         for k in daily:
-            daily[k].append(f[k][0])
+            daily[k].append(np.array(f[k][0], np.float32))  # a copy: keep no parent arrays
         d_times.append(day)
         if d % every == every - 1:
             f = fields(hi.psi[None].cpu().numpy(), hi.u[None].cpu().numpy(),
                        hi.v[None].cpu().numpy(), doy, cfg)
             for k in hires:
-                hires[k].append(f[k][0])
+                hires[k].append(np.array(f[k][0], np.float32))
             h_times.append(day)
         if progress and (d + 1) % max(1, n_days // 10) == 0:
             say(f"ocean simulation: recorded day {d + 1}/{n_days} "
