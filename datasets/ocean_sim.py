@@ -128,6 +128,23 @@ def _write_years(out: Path, stem: str, times: np.ndarray, data: dict[str, list[n
             ds.setncatts(attrs)
 
 
+def _release_heap() -> None:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    The daily loop's FFTs of two grid sizes fragment glibc's heap: without this the
+    resident memory of a six-year run grew by about 8 MB per recorded day (24 GB, and an
+    OOM kill, before the end), though no Python object or tensor accumulates.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
 def simulate(out_dir: str | Path, sim: EddySim | None = None, progress: bool = True,
              device: str | None = None) -> Path:
     """Run the QG model and write the ``hires/`` and ``daily/`` products into ``out_dir``."""
@@ -156,6 +173,7 @@ def simulate(out_dir: str | Path, sim: EddySim | None = None, progress: bool = T
     lo = QGModel(sim.qg(sim.nx_daily), device=device)
     for d in range(n_days):
         hi.step(per_day)
+        _release_heap()
         day = START + np.timedelta64(d, "D")
         doy = np.array([(day - day.astype("datetime64[Y]")).astype(int) + 1.0])
         lo.set_q(coarsen(hi.q, sim.nx_daily))
