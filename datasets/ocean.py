@@ -145,7 +145,31 @@ class EddyInfo:
         return out
 
 
-class EddyDataModule(L.LightningDataModule):
+class _OceanFiles:
+    """The netCDF files a DataModule reads: ``data_dir`` (its ``product`` subdirectory when
+    present), or the synthetic simulation's ``product`` written first; and their fingerprint."""
+
+    product: str
+    data_dir: str | None
+    cache_dir: Path
+    sim: ocean_sim.EddySim
+    _fingerprint: str | None
+
+    def raw_dir(self) -> Path:
+        if self.data_dir is None:
+            return _synthetic_dir(self.cache_dir, self.sim) / self.product
+        d = Path(self.data_dir).expanduser()
+        if not d.is_dir():
+            raise UserError(f"data directory {d} does not exist")
+        return d / self.product if (d / self.product).is_dir() else d
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(_nc_files(self.raw_dir()))
+        return self._fingerprint
+
+
+class EddyDataModule(_OceanFiles, L.LightningDataModule):
     """Subgrid momentum forcing from high-resolution QG runs (the eddy CNN's data).
 
     ``data_dir``: a directory of high-resolution snapshots written by
@@ -159,6 +183,8 @@ class EddyDataModule(L.LightningDataModule):
     low-resolution model's states, which the parameterization then sees online;
     ``"gaussian"`` is Operator 2 (a Gaussian of width 2 dx_lo, the GZ21 choice).
     """
+
+    product = "hires"
 
     def __init__(self, data_dir: str | None = None, sim: dict[str, Any] | None = None,
                  nx_lo: int = 64, filter: str = "model", split: tuple[float, float] = (0.7, 0.15),
@@ -180,19 +206,6 @@ class EddyDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self._fingerprint: str | None = None
         self._info: EddyInfo | None = None
-
-    def raw_dir(self) -> Path:
-        if self.data_dir is None:
-            return _synthetic_dir(self.cache_dir, self.sim) / "hires"
-        d = Path(self.data_dir).expanduser()
-        if not d.is_dir():
-            raise UserError(f"data directory {d} does not exist")
-        return d / "hires" if (d / "hires").is_dir() else d
-
-    def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = fingerprint(_nc_files(self.raw_dir()))
-        return self._fingerprint
 
     def _processed_path(self) -> Path:
         from harness.spec import stable_hash
@@ -357,7 +370,7 @@ class _Windows(Dataset):
         return f3[:a], f2[:a], f3[a:], f2[a:], torch.from_numpy(self.doy[s:s + b].astype(np.int64))
 
 
-class ForecastDataModule(L.LightningDataModule):
+class ForecastDataModule(_OceanFiles, L.LightningDataModule):
     """Daily 3-D ocean fields plus 2-D surface fields for multi-day forecasting.
 
     ``data_dir``: GLORYS-style netCDF files (one directory; ``daily/`` inside is used when
@@ -368,6 +381,8 @@ class ForecastDataModule(L.LightningDataModule):
     test period), or ISO dates ``[val_start, test_start]``. Without ``data_dir`` the
     synthetic eddy simulation's daily product is used.
     """
+
+    product = "daily"
 
     def __init__(self, data_dir: str | None = None, sim: dict[str, Any] | None = None,
                  var3: tuple[str, ...] = ("thetao", "uo", "vo"), var2: tuple[str, ...] = ("zos",),
@@ -391,19 +406,6 @@ class ForecastDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir)
         self._fingerprint: str | None = None
         self._info: ForecastInfo | None = None
-
-    def raw_dir(self) -> Path:
-        if self.data_dir is None:
-            return _synthetic_dir(self.cache_dir, self.sim) / "daily"
-        d = Path(self.data_dir).expanduser()
-        if not d.is_dir():
-            raise UserError(f"data directory {d} does not exist")
-        return d / "daily" if (d / "daily").is_dir() else d
-
-    def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = fingerprint(_nc_files(self.raw_dir()))
-        return self._fingerprint
 
     def _processed_dir(self) -> Path:
         from harness.spec import stable_hash

@@ -128,12 +128,7 @@ def curve_chart(bench: Benchmark, curves: dict, path: Path) -> list[Path]:
             ax.legend(fontsize=7)
         for ax in list(axes.flat)[len(names):]:
             ax.axis("off")
-        fig.suptitle(f"{bench.name} — {ds} (mean ± std over seeds)", fontsize=10)
-        fig.tight_layout()
-        out = path if len(bench.datasets) == 1 else path.with_name(f"{path.stem}-{ds}.png")
-        fig.savefig(out, dpi=120)
-        plt.close(fig)
-        paths.append(out)
+        paths.append(_save_chart(fig, bench, ds, path))
     return paths
 
 
@@ -263,6 +258,18 @@ def latex(bench: Benchmark, cells: dict) -> str:
     return "\n".join(out)
 
 
+def _save_chart(fig: Any, bench: Benchmark, ds: str, path: Path) -> Path:
+    """Title, save (one file per dataset when there are several) and close a report figure."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(f"{bench.name} — {ds} (mean ± std over seeds)", fontsize=10)
+    fig.tight_layout()
+    out = path if len(bench.datasets) == 1 else path.with_name(f"{path.stem}-{ds}.png")
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def bar_chart(bench: Benchmark, cells: dict, path: Path) -> list[Path]:
     """One PNG per dataset: a panel per table metric, a bar per method with std error bars."""
     import matplotlib
@@ -287,12 +294,7 @@ def bar_chart(bench: Benchmark, cells: dict, path: Path) -> list[Path]:
             ax.tick_params(axis="y", labelsize=7)
         for ax in list(axes.flat)[n:]:
             ax.axis("off")
-        fig.suptitle(f"{bench.name} — {ds} (mean ± std over seeds)", fontsize=10)
-        fig.tight_layout()
-        out = path if len(bench.datasets) == 1 else path.with_name(f"{path.stem}-{ds}.png")
-        fig.savefig(out, dpi=120)
-        plt.close(fig)
-        paths.append(out)
+        paths.append(_save_chart(fig, bench, ds, path))
     return paths
 
 
