@@ -182,17 +182,33 @@ def _masked_mse(y: Tensor, t: Tensor, mask: Tensor) -> Tensor:
 class _Trained(Forecaster):
     """A trained forecaster. With ``anomalies`` the network sees and predicts departures from
     the training years' day-of-year climatology (added back to its output), so the seasonal
-    cycle is known exactly and the network spends itself on the eddies."""
+    cycle is known exactly and the network spends itself on the eddies. ``anomalies`` is
+    ``True`` (every variable), ``False``, or a list of variable names (e.g. ``[thetao]``: only
+    the variables with a seasonal cycle; a climatology estimated from a few years keeps eddy
+    noise, which would be added to fields that have no cycle)."""
 
-    def __init__(self, info: ForecastInfo, lr: float, weight_decay: float, anomalies: bool = False):
+    def __init__(self, info: ForecastInfo, lr: float, weight_decay: float,
+                 anomalies: bool | list[str] = False):
         super().__init__(info)
-        self.lr, self.weight_decay, self.anomalies = lr, weight_decay, anomalies
+        self.lr, self.weight_decay = lr, weight_decay
+        names = [*info.var3, *info.var2] if anomalies is True else list(anomalies or [])
+        unknown = sorted(set(names) - {*info.var3, *info.var2})
+        if unknown:
+            raise ValueError(f"anomalies: unknown variables {unknown}; the data has "
+                             f"{[*info.var3, *info.var2]}")
+        self.anomalies = bool(names)
+        sel3 = torch.tensor([v in names for v in info.var3], dtype=torch.float32)
+        sel2 = torch.tensor([v in names for v in info.var2], dtype=torch.float32)
+        # the climatology that is removed and restored: selected variables, ocean points only
+        self.register_buffer("aclim3", info.clim3 * sel3[:, None, None, None] * self.mask3, persistent=False)
+        self.register_buffer("aclim2", info.clim2 * sel2[:, None, None] * self.mask2, persistent=False)
 
     def _shift(self, x3: Tensor, x2: Tensor, doy: Tensor, sign: float) -> tuple[Tensor, Tensor]:
-        """``x -/+ climatology`` of the days ``doy [B, T]`` (identity without ``anomalies``)."""
+        """``x -/+ climatology`` of the days ``doy [B, T]`` for the selected variables (identity
+        without ``anomalies``)."""
         if not self.anomalies:
             return x3, x2
-        return x3 + sign * self.clim3[doy] * self.mask3, x2 + sign * self.clim2[doy] * self.mask2
+        return x3 + sign * self.aclim3[doy], x2 + sign * self.aclim2[doy]
 
     def net_forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -221,7 +237,7 @@ class UNetAR(_Trained):
     next day, rolled out day by day (its own predictions fed back) for every lead."""
 
     def __init__(self, info: ForecastInfo, lr: float = 1e-3, weight_decay: float = 1e-4, base: int = 32,
-                 padding_mode: str = "zeros", anomalies: bool = False):
+                 padding_mode: str = "zeros", anomalies: bool | list[str] = False):
         super().__init__(info, lr, weight_decay, anomalies)
         self.save_hyperparameters(ignore=["info"])
         self.net = UNet2d(len(info.var3), len(info.var2), len(info.depth), info.t_in, base=base,
@@ -248,7 +264,7 @@ class TSformer(_Trained):
     def __init__(self, info: ForecastInfo, lr: float = 1e-3, weight_decay: float = 1e-4, dim: int = 48,
                  heads: int = 4, window: tuple[int, ...] = (2, 2, 4, 4), patch: int = 2,
                  blocks: tuple[int, int] = (2, 2), mlp_ratio: float = 4.0, drop_path: float = 0.0,
-                 anomalies: bool = False):
+                 anomalies: bool | list[str] = False):
         super().__init__(info, lr, weight_decay, anomalies)
         self.save_hyperparameters(ignore=["info"])
         self.net = TSformerNet(len(info.var3), len(info.var2), len(info.depth), info.t_in, info.t_out,

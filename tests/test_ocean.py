@@ -260,6 +260,21 @@ def test_anomaly_forecasters_remove_and_restore_the_climatology(monkeypatch):
     assert torch.allclose(y2, info.clim2[doy[:, 2:]] - 1.0)
 
 
+def test_anomalies_can_be_limited_to_named_variables():
+    from harness.methods import tsformer as ts
+
+    info = _finfo()
+    info.clim3 = torch.arange(366.0)[:, None, None, None, None].expand(366, 3, 2, 8, 8).clone()
+    info.clim2 = torch.ones(366, 1, 8, 8)
+    model = ts.UNetAR(info, base=8, anomalies=[info.var3[1]])
+    doy = torch.tensor([[10, 11, 12]])
+    a3, a2 = model._shift(torch.zeros(1, 3, 3, 2, 8, 8), torch.zeros(1, 3, 1, 8, 8), doy, -1.0)
+    assert torch.allclose(a3[:, :, 1], -info.clim3[doy][:, :, 1])  # the named variable: anomaly
+    assert a3[:, :, [0, 2]].abs().max() == 0 and a2.abs().max() == 0  # the others untouched
+    with pytest.raises(ValueError, match="unknown variables"):
+        ts.UNetAR(info, base=8, anomalies=["salinity"])
+
+
 def test_simulation_config_key_changes_with_arguments():
     a = ocean_sim.EddySim(**TINY)
     assert a.key() == ocean_sim.EddySim(**TINY).key()
