@@ -185,12 +185,22 @@ class _Trained(Forecaster):
     cycle is known exactly and the network spends itself on the eddies. ``anomalies`` is
     ``True`` (every variable), ``False``, or a list of variable names (e.g. ``[thetao]``: only
     the variables with a seasonal cycle; a climatology estimated from a few years keeps eddy
-    noise, which would be added to fields that have no cycle)."""
+    noise, which would be added to fields that have no cycle).
+
+    ``roll_augment`` shifts every training sample (inputs and targets together, in anomaly
+    space) by a random periodic offset in lat and lon: an exact symmetry of a doubly periodic,
+    statistically homogeneous domain such as the QG simulation's, which teaches translation
+    equivariance to a network that does not have it built in (absolute position embeddings,
+    a fixed window grid). Refused when the data has land: on a regional sea it is wrong."""
 
     def __init__(self, info: ForecastInfo, lr: float, weight_decay: float,
-                 anomalies: bool | list[str] = False):
+                 anomalies: bool | list[str] = False, roll_augment: bool = False):
         super().__init__(info)
         self.lr, self.weight_decay = lr, weight_decay
+        if roll_augment and not (bool(info.mask3.all()) and bool(info.mask2.all())):
+            raise ValueError("roll_augment needs a doubly periodic domain without land; this data "
+                             "has land points (a regional sea): leave roll_augment off")
+        self.roll_augment = roll_augment
         names = [*info.var3, *info.var2] if anomalies is True else list(anomalies or [])
         unknown = sorted(set(names) - {*info.var3, *info.var2})
         if unknown:
@@ -219,6 +229,32 @@ class _Trained(Forecaster):
         y3, y2 = self.net_forecast(a3, a2, doy)
         return self._shift(y3, y2, doy[:, t_in:t_in + y3.shape[1]], 1.0)
 
+    def train_forward(self, a3: Tensor, a2: Tensor) -> tuple[Tensor, Tensor]:
+        """The network's training prediction from (anomaly) inputs: the first ``n`` lead days."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _roll(tensors: list[Tensor], shifts: Tensor) -> list[Tensor]:
+        """Roll sample ``b`` of every tensor by ``shifts[b] = (dy, dx)`` over its last two axes."""
+        return [torch.stack([torch.roll(x[b], (int(dy), int(dx)), dims=(-2, -1))
+                             for b, (dy, dx) in enumerate(shifts)]) for x in tensors]
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        """Loss in anomaly space, which equals the loss on the fields themselves (the same
+        climatology is added to prediction and target)."""
+        x3, x2, t3, t2, doy = batch
+        t_in = x3.shape[1]
+        a3, a2 = self._shift(x3, x2, doy[:, :t_in], -1.0)
+        b3, b2 = self._shift(t3, t2, doy[:, t_in:], -1.0)
+        if self.roll_augment:
+            h, w = x3.shape[-2:]
+            shifts = torch.stack([torch.randint(h, (len(x3),)), torch.randint(w, (len(x3),))], 1)
+            a3, a2, b3, b2 = self._roll([a3, a2, b3, b2], shifts)
+        y3, y2 = self.train_forward(a3, a2)
+        loss = self._loss(y3, y2, b3[:, : y3.shape[1]], b2[:, : y2.shape[1]])
+        self.log("train/loss", loss, on_epoch=True, on_step=False)
+        return loss
+
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         steps = self.trainer.estimated_stepping_batches if self.trainer else 1000
@@ -237,21 +273,15 @@ class UNetAR(_Trained):
     next day, rolled out day by day (its own predictions fed back) for every lead."""
 
     def __init__(self, info: ForecastInfo, lr: float = 1e-3, weight_decay: float = 1e-4, base: int = 32,
-                 padding_mode: str = "zeros", anomalies: bool | list[str] = False):
-        super().__init__(info, lr, weight_decay, anomalies)
+                 padding_mode: str = "zeros", anomalies: bool | list[str] = False,
+                 roll_augment: bool = False):
+        super().__init__(info, lr, weight_decay, anomalies, roll_augment)
         self.save_hyperparameters(ignore=["info"])
         self.net = UNet2d(len(info.var3), len(info.var2), len(info.depth), info.t_in, base=base,
                           padding_mode=padding_mode)
 
-    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        x3, x2, t3, t2, doy = batch
-        t_in = x3.shape[1]
-        a3, a2 = self._shift(x3, x2, doy[:, :t_in], -1.0)
-        y3, y2 = self.net(a3, a2, self.mask3, self.mask2)
-        y3, y2 = self._shift(y3, y2, doy[:, t_in:t_in + 1], 1.0)
-        loss = self._loss(y3, y2, t3[:, :1], t2[:, :1])
-        self.log("train/loss", loss, on_epoch=True, on_step=False)
-        return loss
+    def train_forward(self, a3: Tensor, a2: Tensor) -> tuple[Tensor, Tensor]:
+        return self.net(a3, a2, self.mask3, self.mask2)  # one day ahead
 
     def net_forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
         return rollout(self.net, x3, x2, self.info.t_out, self.mask3, self.mask2)
@@ -264,20 +294,16 @@ class TSformer(_Trained):
     def __init__(self, info: ForecastInfo, lr: float = 1e-3, weight_decay: float = 1e-4, dim: int = 48,
                  heads: int = 4, window: tuple[int, ...] = (2, 2, 4, 4), patch: int = 2,
                  blocks: tuple[int, int] = (2, 2), mlp_ratio: float = 4.0, drop_path: float = 0.0,
-                 anomalies: bool | list[str] = False):
-        super().__init__(info, lr, weight_decay, anomalies)
+                 anomalies: bool | list[str] = False, roll_augment: bool = False):
+        super().__init__(info, lr, weight_decay, anomalies, roll_augment)
         self.save_hyperparameters(ignore=["info"])
         self.net = TSformerNet(len(info.var3), len(info.var2), len(info.depth), info.t_in, info.t_out,
                                tuple(info.mask2.shape), dim=dim, heads=heads, window=tuple(window),
                                patch=patch, blocks=tuple(blocks), mlp_ratio=mlp_ratio,
                                drop_path=drop_path)
 
-    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        x3, x2, t3, t2, doy = batch
-        y3, y2 = self.forecast(x3, x2, doy)
-        loss = self._loss(y3, y2, t3, t2)
-        self.log("train/loss", loss, on_epoch=True, on_step=False)
-        return loss
+    def train_forward(self, a3: Tensor, a2: Tensor) -> tuple[Tensor, Tensor]:
+        return self.net(a3, a2, self.mask3, self.mask2)  # every lead day
 
     def net_forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
         return self.net(x3, x2, self.mask3, self.mask2)

@@ -275,6 +275,34 @@ def test_anomalies_can_be_limited_to_named_variables():
         ts.UNetAR(info, base=8, anomalies=["salinity"])
 
 
+def test_roll_augment_shifts_inputs_and_targets_together(monkeypatch):
+    from harness.methods import tsformer as ts
+
+    info = _finfo()
+    info.clim3 = torch.arange(366.0)[:, None, None, None, None].expand(366, 3, 2, 8, 8).clone()
+    model = ts.TSformer(info, dim=8, heads=2, window=(2, 2, 2, 2), anomalies=["thetao"], roll_augment=True)
+    seen = {}
+
+    def persist(a3, a2):  # persistence of the (anomaly) input: exact on the batch below
+        seen["a3"] = a3
+        return a3[:, -1:].expand(-1, 3, -1, -1, -1, -1), a2[:, -1:].expand(-1, 3, -1, -1, -1)
+
+    monkeypatch.setattr(model, "train_forward", persist)
+    torch.manual_seed(0)
+    anom3, x2 = torch.randn(4, 1, 3, 2, 8, 8), torch.randn(4, 2, 1, 8, 8)
+    doy = torch.arange(5)[None].expand(4, -1)
+    c3 = info.clim3[doy] * torch.tensor([1.0, 0, 0])[:, None, None, None]  # thetao's cycle only
+    x3, t3 = anom3 + c3[:, :2], anom3 + c3[:, 2:]  # a frozen anomaly on a seasonal cycle
+    t2 = x2[:, -1:].expand(-1, 3, -1, -1, -1)
+    loss = model.training_step((x3, x2, t3, t2, doy), 0)
+    assert float(loss) == pytest.approx(0.0, abs=1e-10)  # targets moved with their inputs
+    moved = [not torch.equal(seen["a3"][b, -1], anom3[b, 0]) for b in range(4)]
+    assert any(moved)  # ... and they did move
+    with pytest.raises(ValueError, match="without land"):
+        info.mask3[0, 0, 0] = False
+        ts.UNetAR(info, base=8, roll_augment=True)
+
+
 def test_simulation_config_key_changes_with_arguments():
     a = ocean_sim.EddySim(**TINY)
     assert a.key() == ocean_sim.EddySim(**TINY).key()
