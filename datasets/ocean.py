@@ -337,6 +337,7 @@ class ForecastInfo:
     clim3: Tensor  # [366, C3, D, H, W] normalised day-of-year climatology of the training years
     clim2: Tensor  # [366, C2, H, W]
     stats: dict[str, Any] = field(default_factory=dict)
+    periodic: bool = False  # doubly periodic domain (the QG simulation), not a regional sea
 
     def denorm3(self, x: Tensor) -> Tensor:
         """Physical units of normalised 3-D fields ``[..., C3, D, H, W]``."""
@@ -379,7 +380,10 @@ class ForecastDataModule(_OceanFiles, L.LightningDataModule):
     ``depth`` (levels or a range) and ``time`` select a subset; ``coarsen`` block-averages
     the grid. ``split``: the fractions of days for training and validation (the rest is the
     test period), or ISO dates ``[val_start, test_start]``. Without ``data_dir`` the
-    synthetic eddy simulation's daily product is used.
+    synthetic eddy simulation's daily product is used. ``train_stride``/``eval_stride``: days
+    between window starts for training and for the test (``val_stride`` for validation, the
+    test's by default). ``periodic``: whether the domain is doubly periodic (default: true
+    for the simulation, false for ``data_dir``), which allows ``roll_augment`` in the models.
     """
 
     product = "daily"
@@ -389,10 +393,14 @@ class ForecastDataModule(_OceanFiles, L.LightningDataModule):
                  region: tuple[float, float, float, float] | None = None,
                  depth: Any = None, time: tuple[str, str] | None = None, coarsen: int = 1,
                  t_in: int = 5, t_out: int = 10, split: Any = (0.6, 0.2), train_stride: int = 1,
-                 eval_stride: int = 1, clim_window: int = 15, batch_size: int = 8,
+                 eval_stride: int = 1, val_stride: int | None = None, clim_window: int = 15,
+                 batch_size: int = 8, periodic: bool | None = None,
                  cache_dir: str = ".cache/harness", seed: int = 0, num_workers: int = 0):
         super().__init__()
         self.data_dir, self.sim = data_dir, ocean_sim.EddySim(**(sim or {}))
+        # the built-in simulation is doubly periodic; real data is a regional sea unless told
+        self.periodic = data_dir is None if periodic is None else bool(periodic)
+        self.val_stride = eval_stride if val_stride is None else int(val_stride)
         self.var3, self.var2 = tuple(var3), tuple(var2)
         self.region = tuple(region) if region is not None else None
         self.depth = list(depth) if isinstance(depth, list | tuple) else depth
@@ -494,7 +502,7 @@ class ForecastDataModule(_OceanFiles, L.LightningDataModule):
         self.doy = m["doy"]
         self.starts = {
             "train": np.arange(0, a - span + 1, self.train_stride),
-            "val": np.arange(a, b - span + 1, self.eval_stride),
+            "val": np.arange(a, b - span + 1, self.val_stride),
             "test": np.arange(b, nt - span + 1, self.eval_stride),
         }
         t = lambda k: torch.from_numpy(np.ascontiguousarray(m[k]))  # noqa: E731
@@ -507,7 +515,8 @@ class ForecastDataModule(_OceanFiles, L.LightningDataModule):
             stats={"days": nt, "train_days": a, "val_days": b - a, "test_days": nt - b,
                    "grid": "x".join(str(s) for s in m["mask3"].shape), "first": times[0][:10],
                    "test_start": times[b][:10], "last": times[-1][:10],
-                   "train_windows": len(self.starts["train"]), "test_windows": len(self.starts["test"])})
+                   "train_windows": len(self.starts["train"]), "test_windows": len(self.starts["test"])},
+            periodic=self.periodic)
 
     @property
     def info(self) -> ForecastInfo:

@@ -191,16 +191,22 @@ class _Trained(Forecaster):
     space) by a random periodic offset in lat and lon: an exact symmetry of a doubly periodic,
     statistically homogeneous domain such as the QG simulation's, which teaches translation
     equivariance to a network that does not have it built in (absolute position embeddings,
-    a fixed window grid). Refused when the data has land: on a regional sea it is wrong."""
+    a fixed window grid). ``True`` needs data marked periodic (``ForecastInfo.periodic``) and
+    is refused otherwise, since on a regional sea it is wrong; ``"auto"`` turns it on exactly
+    when the data is periodic."""
 
     def __init__(self, info: ForecastInfo, lr: float, weight_decay: float,
-                 anomalies: bool | list[str] = False, roll_augment: bool = False):
+                 anomalies: bool | list[str] = False, roll_augment: bool | str = False):
         super().__init__(info)
         self.lr, self.weight_decay = lr, weight_decay
-        if roll_augment and not (bool(info.mask3.all()) and bool(info.mask2.all())):
-            raise ValueError("roll_augment needs a doubly periodic domain without land; this data "
-                             "has land points (a regional sea): leave roll_augment off")
-        self.roll_augment = roll_augment
+        if roll_augment not in (True, False, "auto"):
+            raise ValueError(f"roll_augment must be true, false or 'auto', got {roll_augment!r}")
+        if roll_augment is True and not info.periodic:
+            raise ValueError("roll_augment needs a doubly periodic domain; this data is not marked "
+                             "periodic (a regional sea): use roll_augment: auto or false")
+        self.roll_augment = info.periodic if roll_augment == "auto" else bool(roll_augment)
+        if self.roll_augment and not (bool(info.mask3.all()) and bool(info.mask2.all())):
+            raise ValueError("roll_augment: the data is marked periodic but has land points")
         names = [*info.var3, *info.var2] if anomalies is True else list(anomalies or [])
         unknown = sorted(set(names) - {*info.var3, *info.var2})
         if unknown:
@@ -274,7 +280,7 @@ class UNetAR(_Trained):
 
     def __init__(self, info: ForecastInfo, lr: float = 1e-3, weight_decay: float = 1e-4, base: int = 32,
                  padding_mode: str = "zeros", anomalies: bool | list[str] = False,
-                 roll_augment: bool = False):
+                 roll_augment: bool | str = False):
         super().__init__(info, lr, weight_decay, anomalies, roll_augment)
         self.save_hyperparameters(ignore=["info"])
         self.net = UNet2d(len(info.var3), len(info.var2), len(info.depth), info.t_in, base=base,
@@ -294,7 +300,7 @@ class TSformer(_Trained):
     def __init__(self, info: ForecastInfo, lr: float = 1e-3, weight_decay: float = 1e-4, dim: int = 48,
                  heads: int = 4, window: tuple[int, ...] = (2, 2, 4, 4), patch: int = 2,
                  blocks: tuple[int, int] = (2, 2), mlp_ratio: float = 4.0, drop_path: float = 0.0,
-                 anomalies: bool | list[str] = False, roll_augment: bool = False):
+                 anomalies: bool | list[str] = False, roll_augment: bool | str = False):
         super().__init__(info, lr, weight_decay, anomalies, roll_augment)
         self.save_hyperparameters(ignore=["info"])
         self.net = TSformerNet(len(info.var3), len(info.var2), len(info.depth), info.t_in, info.t_out,

@@ -96,6 +96,15 @@ def test_forecast_datamodule_windows_normalisation_and_real_reader(sim_dir):
     d = open_ocean(dm.raw_dir(), variables=("thetao", "uo", "vo", "zos"))
     assert d.ds.thetao.dims == ("time", "depth", "lat", "lon") and d.ds.sizes["time"] == 60
     assert float(d.ds.thetao.isel(depth=0).mean()) > float(d.ds.thetao.isel(depth=1).mean())
+    # the simulation is periodic (roll augmentation allowed), a data directory is not;
+    # validation can be thinned without touching the test windows
+    assert info.periodic and not ocean.ForecastDataModule(data_dir=str(sim_dir)).periodic
+    thin = ocean.ForecastDataModule(sim=TINY, t_in=2, t_out=3, split=(0.5, 0.25), val_stride=3,
+                                    cache_dir=str(sim_dir))
+    thin.setup()
+    assert np.diff(thin.starts["val"]).tolist() == [3] * (len(thin.starts["val"]) - 1)
+    assert np.array_equal(thin.starts["test"], dm.starts["test"])
+    assert len(thin.starts["val"]) == -(-len(dm.starts["val"]) // 3)
 
 
 def test_eddy_datamodule_targets_are_the_subgrid_forcing(sim_dir):
@@ -279,6 +288,7 @@ def test_roll_augment_shifts_inputs_and_targets_together(monkeypatch):
     from harness.methods import tsformer as ts
 
     info = _finfo()
+    info.periodic = True
     info.clim3 = torch.arange(366.0)[:, None, None, None, None].expand(366, 3, 2, 8, 8).clone()
     model = ts.TSformer(info, dim=8, heads=2, window=(2, 2, 2, 2), anomalies=["thetao"], roll_augment=True)
     seen = {}
@@ -298,9 +308,14 @@ def test_roll_augment_shifts_inputs_and_targets_together(monkeypatch):
     assert float(loss) == pytest.approx(0.0, abs=1e-10)  # targets moved with their inputs
     moved = [not torch.equal(seen["a3"][b, -1], anom3[b, 0]) for b in range(4)]
     assert any(moved)  # ... and they did move
-    with pytest.raises(ValueError, match="without land"):
-        info.mask3[0, 0, 0] = False
+    assert ts.UNetAR(info, base=8, roll_augment="auto").roll_augment
+    info.mask3[0, 0, 0] = False
+    with pytest.raises(ValueError, match="has land"):
         ts.UNetAR(info, base=8, roll_augment=True)
+    info.periodic = False  # a regional sea: refused when asked for, off under "auto"
+    with pytest.raises(ValueError, match="not marked periodic"):
+        ts.UNetAR(info, base=8, roll_augment=True)
+    assert not ts.UNetAR(info, base=8, roll_augment="auto").roll_augment
 
 
 def test_simulation_config_key_changes_with_arguments():
