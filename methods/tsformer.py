@@ -196,9 +196,13 @@ class _Trained(Forecaster):
     when the data is periodic."""
 
     def __init__(self, info: ForecastInfo, lr: float, weight_decay: float,
-                 anomalies: bool | list[str] = False, roll_augment: bool | str = False):
+                 anomalies: bool | list[str] = False, roll_augment: bool | str = False,
+                 loss_weights: str = "values"):
         super().__init__(info)
         self.lr, self.weight_decay = lr, weight_decay
+        if loss_weights not in ("values", "variables"):
+            raise ValueError(f"loss_weights must be 'values' or 'variables', got {loss_weights!r}")
+        self.loss_weights = loss_weights
         if roll_augment not in (True, False, "auto"):
             raise ValueError(f"roll_augment must be true, false or 'auto', got {roll_augment!r}")
         if roll_augment is True and not info.periodic:
@@ -270,6 +274,13 @@ class _Trained(Forecaster):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def _loss(self, y3: Tensor, y2: Tensor, t3: Tensor, t2: Tensor) -> Tensor:
+        """Masked MSE in normalised units. ``loss_weights = "values"``: every value counts the
+        same (a 3-D variable with D levels weighs D times a surface one); ``"variables"``: the
+        mean over variables of each variable's MSE, as the validation score ``rmse`` weighs them."""
+        if self.loss_weights == "variables":
+            per = [_masked_mse(y3[:, :, c], t3[:, :, c], self.mask3) for c in range(y3.shape[2])]
+            per += [_masked_mse(y2[:, :, c], t2[:, :, c], self.mask2) for c in range(y2.shape[2])]
+            return torch.stack(per).mean()
         n3, n2 = t3[0, 0].numel(), t2[0, 0].numel()  # weigh 3-D and surface values by count
         return (n3 * _masked_mse(y3, t3, self.mask3) + n2 * _masked_mse(y2, t2, self.mask2)) / (n3 + n2)
 
@@ -280,8 +291,8 @@ class UNetAR(_Trained):
 
     def __init__(self, info: ForecastInfo, lr: float = 1e-3, weight_decay: float = 1e-4, base: int = 32,
                  padding_mode: str = "zeros", anomalies: bool | list[str] = False,
-                 roll_augment: bool | str = False):
-        super().__init__(info, lr, weight_decay, anomalies, roll_augment)
+                 roll_augment: bool | str = False, loss_weights: str = "values"):
+        super().__init__(info, lr, weight_decay, anomalies, roll_augment, loss_weights)
         self.save_hyperparameters(ignore=["info"])
         self.net = UNet2d(len(info.var3), len(info.var2), len(info.depth), info.t_in, base=base,
                           padding_mode=padding_mode)
@@ -300,8 +311,9 @@ class TSformer(_Trained):
     def __init__(self, info: ForecastInfo, lr: float = 1e-3, weight_decay: float = 1e-4, dim: int = 48,
                  heads: int = 4, window: tuple[int, ...] = (2, 2, 4, 4), patch: int = 2,
                  blocks: tuple[int, int] = (2, 2), mlp_ratio: float = 4.0, drop_path: float = 0.0,
-                 anomalies: bool | list[str] = False, roll_augment: bool | str = False):
-        super().__init__(info, lr, weight_decay, anomalies, roll_augment)
+                 anomalies: bool | list[str] = False, roll_augment: bool | str = False,
+                 loss_weights: str = "values"):
+        super().__init__(info, lr, weight_decay, anomalies, roll_augment, loss_weights)
         self.save_hyperparameters(ignore=["info"])
         self.net = TSformerNet(len(info.var3), len(info.var2), len(info.depth), info.t_in, info.t_out,
                                tuple(info.mask2.shape), dim=dim, heads=heads, window=tuple(window),

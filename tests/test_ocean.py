@@ -318,6 +318,20 @@ def test_roll_augment_shifts_inputs_and_targets_together(monkeypatch):
     assert not ts.UNetAR(info, base=8, roll_augment="auto").roll_augment
 
 
+def test_loss_weights_values_or_variables():
+    from harness.methods import tsformer as ts
+
+    info = _finfo()  # 3 three-D variables on 2 levels + 1 surface variable
+    y3, y2 = torch.zeros(2, 3, 3, 2, 8, 8), torch.zeros(2, 3, 1, 8, 8)
+    t2 = torch.full_like(y2, 2.0)  # an error of 2 on the surface variable only
+    by_value = ts.UNetAR(info, base=8)._loss(y3, y2, y3, t2)
+    by_variable = ts.UNetAR(info, base=8, loss_weights="variables")._loss(y3, y2, y3, t2)
+    assert float(by_value) == pytest.approx(4.0 * 1 / 7)  # 1 of 7 value planes
+    assert float(by_variable) == pytest.approx(4.0 / 4)  # 1 of 4 variables
+    with pytest.raises(ValueError, match="loss_weights"):
+        ts.UNetAR(info, base=8, loss_weights="levels")
+
+
 def test_simulation_config_key_changes_with_arguments():
     a = ocean_sim.EddySim(**TINY)
     assert a.key() == ocean_sim.EddySim(**TINY).key()
