@@ -147,13 +147,39 @@ class EddyInfo:
 
 class _OceanFiles:
     """The netCDF files a DataModule reads: ``data_dir`` (its ``product`` subdirectory when
-    present), or the synthetic simulation's ``product`` written first; and their fingerprint."""
+    present), or the synthetic simulation's ``product`` written first; and their fingerprint.
+    Also the parts both ocean DataModules share: ``info`` (after :meth:`setup`) and the three
+    loaders over the subclass's ``_loader(part, shuffle)``."""
 
     product: str
     data_dir: str | None
     cache_dir: Path
     sim: ocean_sim.EddySim
     _fingerprint: str | None
+    _info: Any
+
+    def setup(self, stage: str | None = None) -> None:
+        raise NotImplementedError
+
+    def _loader(self, part: str, shuffle: bool) -> DataLoader:
+        raise NotImplementedError
+
+    @property
+    def info(self) -> Any:
+        """The set's metadata (``EddyInfo`` or ``ForecastInfo``), set up on first use."""
+        if self._info is None:
+            self.setup()
+        assert self._info is not None
+        return self._info
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
 
     def raw_dir(self) -> Path:
         if self.data_dir is None:
@@ -290,28 +316,12 @@ class EddyDataModule(_OceanFiles, L.LightningDataModule):
             stats={"snapshots": len(self.x), "train": a, "val": b - a, "test": len(self.x) - b,
                    "nx_lo": self.nx_lo, "first": d["times"][0], "last": d["times"][-1]})
 
-    @property
-    def info(self) -> EddyInfo:
-        if self._info is None:
-            self.setup()
-        assert self._info is not None
-        return self._info
-
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         sl = self.parts[part]
         g = torch.Generator().manual_seed(self.seed)
         return DataLoader(TensorDataset(self.x[sl], self.y[sl]), batch_size=self.batch_size,
                           shuffle=shuffle, generator=g if shuffle else None,
                           num_workers=self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
 
 
 # ---------------------------------------------------------------------------- forecasting
@@ -518,13 +528,6 @@ class ForecastDataModule(_OceanFiles, L.LightningDataModule):
                    "train_windows": len(self.starts["train"]), "test_windows": len(self.starts["test"])},
             periodic=self.periodic)
 
-    @property
-    def info(self) -> ForecastInfo:
-        if self._info is None:
-            self.setup()
-        assert self._info is not None
-        return self._info
-
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         d = self._processed_dir()
         ds = _Windows(d / "fields3.npy", d / "fields2.npy", self.doy, self.starts[part],
@@ -532,15 +535,6 @@ class ForecastDataModule(_OceanFiles, L.LightningDataModule):
         g = torch.Generator().manual_seed(self.seed)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle,
                           generator=g if shuffle else None, num_workers=self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
 
 
 def _day_of_year(t: Any) -> int:
