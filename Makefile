@@ -2,7 +2,8 @@
 # DATA, DATASET, BACKBONE (a local Hugging Face LLM directory), DEVICES, ACCELERATOR, STRATEGY, NUM_NODES, PRECISION, TUNED=1,
 # TRIALS and ROW (sweep), MLFLOW_TRACKING_URI, OPTUNA_STORAGE.
 PYTHON ?= python3
-VENV   ?= .venv
+ROOT   := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
+VENV   ?= $(ROOT).venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 METHOD ?= aurl
@@ -22,10 +23,10 @@ TRIALS ?= 20
 setup: $(STAMP)
 
 # torch first, from the pinned CPU wheel: an unpinned torch would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+$(STAMP): $(ROOT)pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '$(ROOT)[dev]'
 	touch $(STAMP)
 
 bench: setup
@@ -47,10 +48,10 @@ ui: setup
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port $${PORT:-5000}
 
 test: setup
-	$(BIN)/pytest -q
+	cd $(ROOT) && $(BIN)/pytest -q
 
 lint: setup
-	$(BIN)/ruff check .
+	cd $(ROOT) && $(BIN)/ruff check .
 
 clean:
 	rm -rf .cache runs reports

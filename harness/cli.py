@@ -1,5 +1,5 @@
-"""``harness``: list, bench, report, sweep, sync. A user mistake ends with one line, never a
-traceback."""
+"""``harness``: list, bench, report, sweep, sync. A :class:`~harness.errors.UserError` (any
+family's bad input) ends with one ``error:`` line; Ctrl-C with a line saying how to resume."""
 
 from __future__ import annotations
 
@@ -16,34 +16,36 @@ from harness.errors import UserError
 
 def _trainer_overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    given = vars(args)
     for name in ("accelerator", "devices", "strategy", "num_nodes", "precision", "max_epochs"):
-        v = getattr(args, name, None)
+        v = given.get(name)
         if v not in (None, ""):
             out[name] = int(v) if isinstance(v, str) and v.isdigit() else v
     return out
 
 
 def _load(args: argparse.Namespace) -> spec.Benchmark:
-    tuned = None
-    if getattr(args, "tuned", False):
-        from harness import sweep
-
-        tuned = sweep.load_tuned(spec.load(args.benchmark, profile=args.profile,
-                                           backbone=args.backbone))
     return spec.load(args.benchmark, profile=args.profile, seeds=args.seeds, data_dir=args.data,
-                     dataset=args.dataset, trainer=_trainer_overrides(args), tuned=tuned,
+                     dataset=args.dataset, trainer=_trainer_overrides(args), tuned=args.tuned,
                      backbone=args.backbone)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    broken = 0
     for kind in ("method", "dataset"):
         print(f"{kind}s:")
-        for name, target, doc in registry.describe(kind):
+        for name, target, doc, problem in registry.describe(kind):
             print(f"  {name:<12} {target:<45} {doc}")
+            if problem:
+                broken += 1
+                print(f"  {'':<12} BROKEN: {problem}")
     print("benchmarks:")
     for b in spec.available():
         print(f"  {b}")
-    return 0
+    if broken:
+        print(f"error: {broken} plugin(s) break the contract (harness/api.py, docs/architecture.md)",
+              file=sys.stderr)
+    return 1 if broken else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

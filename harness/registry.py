@@ -6,6 +6,8 @@ A third-party package registers its own classes in its ``pyproject.toml``::
     mymethod = "mypkg.module:MyMethod"
 
 and they appear in ``harness list`` and in benchmark YAMLs without touching the harness.
+Loading a class checks it against the contract (:func:`harness.api.check_method`,
+:func:`harness.api.check_dataset`): a plugin that breaks it fails here, naming what it lacks.
 """
 
 from __future__ import annotations
@@ -35,17 +37,31 @@ def load(kind: str, name: str) -> Any:
             f"unknown {kind} {name!r}; registered {kind}s: {', '.join(sorted(eps)) or 'none'} "
             f"(see `harness list`; plugins register under the entry-point group {GROUPS[kind]!r})"
         )
-    return eps[name].load()
+    try:
+        obj = eps[name].load()
+    except Exception as exc:
+        raise UserError(f"{kind} {name!r} ({eps[name].value}) fails to import: "
+                        f"{type(exc).__name__}: {exc}") from None
+    check(kind, obj, name)
+    return obj
 
 
-def describe(kind: str) -> list[tuple[str, str, str]]:
-    """(name, import path, first docstring line) for every registered entry of a kind."""
+def check(kind: str, obj: Any, name: str = "") -> None:
+    """The contract's check for a ``method`` or ``dataset`` class (a UserError if broken)."""
+    from harness import api
+
+    (api.check_method if kind == "method" else api.check_dataset)(obj, name)
+
+
+def describe(kind: str) -> list[tuple[str, str, str, str]]:
+    """(name, import path, first docstring line, what breaks the contract or "") per entry."""
     rows = []
     for name, ep in sorted(_entry_points(kind).items()):
+        problem = ""
         try:
-            obj = ep.load()
+            obj = load(kind, name)
             doc = (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
-        except Exception as exc:  # a broken plugin must not hide the others
-            doc = f"(fails to import: {exc})"
-        rows.append((name, ep.value, doc))
+        except UserError as exc:  # a broken plugin must not hide the others
+            doc, problem = "", str(exc)
+        rows.append((name, ep.value, doc, problem))
     return rows

@@ -139,8 +139,8 @@ def directions(bench: Benchmark) -> dict[str, str]:
     prefixes: dict[str, str] = {}
     for row in bench.methods.values():
         cls = registry.load("method", row["method"])
-        out.update(getattr(cls, "metrics", {}))
-        prefixes.update(getattr(cls, "metric_prefixes", {}))
+        out.update(cls.metrics)
+        prefixes.update(cls.metric_prefixes)
     for m in bench.table:
         if m not in out:
             hit = [p for p in prefixes if m.startswith(p)]

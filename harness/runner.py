@@ -1,23 +1,23 @@
-"""Expands a benchmark into runs and executes them with skip, resume and MLflow records.
+"""Executes a benchmark's runs with skip, resume and MLflow records (``spec`` expands them).
 
-A run's key hashes everything that determines its result (method, parameters,
-dataset, its arguments and raw-data fingerprint, seed, Trainer settings). A key
-with a complete MLflow run is skipped; an incomplete one (killed, failed) is
-resumed into the same MLflow run from ``runs/<benchmark>/<key>/<stage>/last.ckpt``.
+A run's key hashes everything that determines its result (method, parameters, dataset, its
+arguments and raw-data fingerprint, seed, Trainer settings, the method's ``version``). A key
+with a complete MLflow run is skipped; an incomplete one (killed, failed) is resumed into
+the same MLflow run from ``runs/<benchmark>/<key>/<stage>/last.ckpt``.
 
-Stage protocol: a method may declare ``stages = ("a", "b", ...)`` and a method
-``begin_stage(name)``; each stage is one ``Trainer.fit`` with its own checkpoint
-directory and metric prefix. After a stage the model continues from that stage's
-best checkpoint (selected on validation); a finished stage leaves a ``done``
-marker so a resumed run starts in the stage it was killed in. An optional
-``finish_stages()`` runs after the last stage, before the test (a merge, say).
+Stages (:class:`harness.api.Method`): each of ``model.stages`` is one ``Trainer.fit`` with
+its own checkpoint directory and metric prefix. Before it the runner calls
+``model.begin_stage(stage)`` and hands the dataset the data the stage asks for,
+``dm.use_stage_data(model.stage_data(stage))``. After it the model continues from that
+stage's best checkpoint (selected on validation); a finished stage leaves a ``done`` marker
+so a resumed run starts in the stage it was killed in. ``model.finish_stages()`` runs after
+the last stage, before the test.
 
-Shared stages: a method may declare ``stage_independent = {stage: (param, ...)}``,
-the row parameters a stage does not depend on (MoLoRec's mixture temperature does not
-change its general LoRA; a merge's combination changes no trained LoRA). Rows that differ
-only in those parameters then train that stage once: its checkpoints live under
-``runs/<benchmark>/stages/<key of the run without those parameters>/<stage>/``, guarded by
-a file lock so parallel jobs wait for each other instead of training it twice.
+Shared stages: ``model.stage_independent = {stage: (param, ...)}`` names the row parameters
+a stage does not depend on (MoLoRec's mixture temperature does not change its general LoRA).
+Rows that differ only in those parameters then train that stage once: its checkpoints live
+under ``runs/<benchmark>/stages/<key of the run without those parameters>/<stage>/``,
+guarded by a file lock so parallel jobs wait for each other instead of training it twice.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from harness import console, registry, tracking
+from harness import api, console, registry, tracking
 from harness.errors import UserError
 from harness.spec import Benchmark, RunSpec
 
@@ -55,7 +55,7 @@ class RunResult:
     best_score: float | None = None  # best validation value of the monitored metric
 
 
-def make_datamodule(spec: RunSpec) -> L.LightningDataModule:
+def make_datamodule(spec: RunSpec) -> api.DataModule:
     """Instantiate the run's dataset with its arguments and the run's seed."""
     cls = registry.load("dataset", spec.dataset)
     params = dict(spec.dataset_params)
@@ -66,25 +66,30 @@ def make_datamodule(spec: RunSpec) -> L.LightningDataModule:
         raise UserError(f"dataset {spec.dataset!r} rejected its arguments: {exc}") from None
 
 
-def make_model(spec: RunSpec, dm: L.LightningDataModule) -> L.LightningModule:
+def make_model(spec: RunSpec, dm: api.DataModule) -> api.Method:
     """Instantiate the run's method from the dataset's metadata and the row's parameters."""
     cls = registry.load("method", spec.method)
     try:
-        return cls(dm.info, **spec.params)
+        model = cls(dm.info, **spec.params)
     except TypeError as exc:
         raise UserError(f"method {spec.method!r} rejected its parameters: {exc}") from None
+    hidden = api.hidden_hyperparameters(model)
+    if hidden:
+        raise UserError(f"method {spec.method!r} does not save hyperparameters {hidden}: call "
+                        "self.save_hyperparameters(ignore=['info']) in its __init__")
+    return model
 
 
-def run_key(spec: RunSpec, dm: L.LightningDataModule) -> str:
+def run_key(spec: RunSpec, dm: api.DataModule) -> str:
     dm.prepare_data()
-    version = str(getattr(registry.load("method", spec.method), "version", "1"))
-    return spec.key(dm.fingerprint(), version)
+    return spec.key(dm.fingerprint(), str(registry.load("method", spec.method).version))
 
 
-def stage_dir(run_dir: Path, spec: RunSpec, key: str, dm: Any, model: Any, stage: str) -> Path:
+def stage_dir(run_dir: Path, spec: RunSpec, key: str, dm: api.DataModule, model: api.Method,
+              stage: str) -> Path:
     """Checkpoint directory of one stage: the run's own, or a shared one (``stage_independent``)."""
-    stages = tuple(getattr(model, "stages", ("fit",)))
-    declared = getattr(model, "stage_independent", {})
+    stages = tuple(model.stages)
+    declared = model.stage_independent
     upto = stages[: stages.index(stage) + 1]  # a stage starts from the weights of those before it
     ignored = set.intersection(*(set(declared.get(s, ())) for s in upto))
     if not ignored:
@@ -298,19 +303,21 @@ class Runner:
         """Fit every stage, then test; returns the last stage's best validation score."""
         L.seed_everything(spec.seed, workers=True, verbose=False)
         dm.setup("fit")
-        stats = getattr(getattr(dm, "info", None), "stats", None)
-        if stats:
-            from mlflow.entities import RunTag
+        from mlflow.entities import Param, RunTag
 
+        stats = dm.stats()
+        if stats:
             self._journal.call("log_batch", run_id,
                                tags=[RunTag(f"data.{k}", str(v)) for k, v in stats.items()])
         model = make_model(spec, dm)
-        stages = tuple(getattr(model, "stages", ("fit",)))
+        hparams = tracking.flatten({"hparams": dict(model.hparams)})
+        self._journal.call("log_batch", run_id, params=[Param(k, v) for k, v in hparams.items()])
+        stages = tuple(model.stages)
         root = self.run_dir / spec.benchmark / key
         score = None
         for stage in stages:
-            if hasattr(model, "begin_stage"):
-                model.begin_stage(stage)
+            model.begin_stage(stage)
+            dm.use_stage_data(model.stage_data(stage))
             sdir = stage_dir(self.run_dir, spec, key, dm, model, stage)
             if sdir.parent != root:
                 self._journal.call("set_tag", run_id, f"harness.stage.{stage}", f"shared: {sdir}")
@@ -320,9 +327,8 @@ class Runner:
             if best:
                 state = torch.load(best, map_location="cpu", weights_only=False)
                 model.load_state_dict(state["state_dict"],  # adapter-only checkpoints: not strict
-                                      strict=getattr(model, "strict_loading", True))
-        if hasattr(model, "finish_stages"):  # e.g. merge the stages' adapters
-            model.finish_stages()
+                                      strict=model.strict_loading)
+        model.finish_stages()  # e.g. merge the stages' adapters
         # the test scores the final model (after every stage): its metrics carry no prefix
         trainer = self._trainer(spec, dm, run_id, root / "test", "", callbacks=[])
         trainer.test(model, datamodule=dm, verbose=False)
@@ -334,7 +340,7 @@ class Runner:
         kwargs.setdefault("num_sanity_val_steps", 0)
         kwargs.setdefault("enable_model_summary", False)
         kwargs.setdefault("log_every_n_steps", 10)
-        if getattr(dm, "shards_itself", False):
+        if dm.shards_itself:
             kwargs["use_distributed_sampler"] = False
         return L.Trainer(
             logger=tracking.RunLogger(self.uri, run_id, prefix, str(self._journal.path)),

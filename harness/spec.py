@@ -12,17 +12,16 @@ readable from one file and the method's signature.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from harness import registry
+from harness.cache import stable_hash
 from harness.errors import UserError
 
-PROFILES = ("quick", "default", "paper")
 _TOP_KEYS = {
     "name", "description", "proposed", "methods", "datasets", "seeds", "monitor", "table",
     "trainer", "early_stopping", "profiles", "requires_data", "requires_backbone", "curves",
@@ -38,11 +37,6 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = copy.deepcopy(v)
     return out
-
-
-def stable_hash(obj: Any, n: int = 16) -> str:
-    """Hash of a JSON-able object, independent of dict order."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
 @dataclass(frozen=True)
@@ -128,13 +122,16 @@ def load(
     data_dir: str | None = None,
     dataset: str | None = None,
     trainer: dict[str, Any] | None = None,
-    tuned: dict[str, dict[str, Any]] | None = None,
+    tuned: bool = False,
     backbone: str | None = None,
 ) -> Benchmark:
     """Read ``benchmarks/<name>.yaml`` (or a YAML path), apply a profile and overrides, expand runs.
 
-    ``tuned`` maps a dataset label to method-row parameter overrides (from a sweep);
-    ``backbone`` (a local Hugging Face model directory) becomes every dataset's ``backbone``.
+    ``data_dir`` / ``dataset``: real data, mapped onto each dataset's parameters as its class
+    declares (:class:`harness.api.RealData`); ``dataset`` alone keeps one dataset label.
+    ``tuned``: each row takes the parameters a sweep wrote for its final dataset label
+    (:func:`tuned_path`). ``backbone`` (a local model directory) goes to the parameter each
+    dataset names in ``backbone_param``.
     """
     path = Path(name) if name.endswith((".yaml", ".yml")) else benchmarks_dir() / f"{name}.yaml"
     if not path.exists():
@@ -181,6 +178,7 @@ def load(
             "BACKBONE=/path/to/Qwen2-7B-Instruct (make) or --backbone (harness), a local Hugging "
             "Face model directory (nothing is downloaded at run time)"
         )
+    tuned_params = load_tuned(cfg["name"], list(cfg["datasets"])) if tuned else {}
     if seeds is not None:
         cfg["seeds"] = list(range(seeds))
     elif isinstance(cfg.get("seeds", 3), int):
@@ -196,8 +194,7 @@ def load(
             if "method" not in m:
                 raise UserError(f"{path}: method row {label!r} needs a 'method' entry point name")
             params = dict(m.get("params") or {})
-            if tuned and ds_label in tuned and label in tuned[ds_label]:
-                params.update(tuned[ds_label][label])
+            params.update(tuned_params.get(ds_label, {}).get(label) or {})
             ds_params = deep_merge(ds.get("params") or {}, m.get("data_params") or {})
             for seed in cfg["seeds"]:
                 bench.runs.append(RunSpec(
@@ -210,58 +207,80 @@ def load(
     return bench
 
 
+def tuned_path(bench: str, dataset: str) -> Path:
+    """``benchmarks/tuned/<bench>-<dataset label>.yaml`` under the working directory: written by
+    a sweep, read by ``--tuned``; the label is the final one (a real category's name on real data)."""
+    return Path.cwd() / "benchmarks" / "tuned" / f"{bench}-{dataset}.yaml"
+
+
+def load_tuned(bench: str, datasets: list[str]) -> dict[str, dict[str, Any]]:
+    """dataset label -> row -> parameters, from the tuned YAMLs of these dataset labels."""
+    out = {}
+    for ds in datasets:
+        path = tuned_path(bench, ds)
+        if path.exists():
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise UserError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}); rerun "
+                                "the sweep or fix the file") from None
+            if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+                raise UserError(f"{path} must map method rows to parameters; rerun the sweep")
+            out[ds] = data
+    if not out:
+        raise UserError(f"no tuned parameters for {bench} (looked for "
+                        f"{', '.join(str(tuned_path(bench, d)) for d in datasets)}); run "
+                        "`make sweep` with the same DATA / DATASET first")
+    return out
+
+
+def _dataset_class(label: str, ds: dict[str, Any]) -> Any:
+    if not isinstance(ds, dict) or "dataset" not in ds:
+        raise UserError(f"dataset {label!r} needs a 'dataset' entry point name")
+    return registry.load("dataset", ds["dataset"])
+
+
 def _with_backbone(datasets: dict[str, Any], backbone: str) -> dict[str, Any]:
-    import inspect
-
-    from harness import registry
-
+    """Every dataset's ``backbone_param`` set to the resolved local model directory."""
+    params = {}
     for label, ds in datasets.items():
-        cls = registry.load("dataset", ds["dataset"])
-        if "backbone" not in inspect.signature(cls.__init__).parameters:
-            raise UserError(f"dataset {label!r} ({ds['dataset']}) takes no LLM backbone; "
-                            "BACKBONE / --backbone is for the LLM recommenders")
+        param = _dataset_class(label, ds).backbone_param
+        if param is None:
+            raise UserError(f"dataset {label!r} ({ds['dataset']}) takes no backbone; "
+                            "BACKBONE / --backbone is for the methods built on a local model")
+        params[label] = param
     path = Path(backbone).expanduser()
     if not path.is_dir():
         raise UserError(f"backbone directory {backbone} does not exist (BACKBONE / --backbone)")
     if not (path / "config.json").is_file():
         raise UserError(f"backbone directory {backbone} has no config.json: not a Hugging Face "
                         "model directory")
-    return {label: {**ds, "params": {**(ds.get("params") or {}), "backbone": str(path.resolve())}}
+    return {label: {**ds, "params": {**(ds.get("params") or {}), params[label]: str(path.resolve())}}
             for label, ds in datasets.items()}
 
 
-def _takes(dataset: str, arg: str) -> bool:
-    """Whether the dataset entry point's class accepts keyword ``arg``."""
-    import inspect
-
-    from harness import registry
-
-    return arg in inspect.signature(registry.load("dataset", dataset).__init__).parameters
-
-
 def _real_data(datasets: dict[str, Any], data_dir: str, category: str | None) -> dict[str, Any]:
-    """Point the benchmark's datasets at real files in ``data_dir``.
+    """Point the benchmark's datasets at real files in ``data_dir``, as each class declares.
 
-    Single-category datasets are replaced by the one category ``category`` names.
-    Multi-domain datasets (params with ``domains``), and datasets without categories (the
-    ocean's: a directory of netCDF files), keep their parameters and read from ``data_dir``;
-    ``category`` then optionally picks one of the benchmark's dataset labels.
+    If a dataset takes a category (``real_data.category_param``), the benchmark's datasets
+    are replaced by the one category ``category`` names, with the first dataset's
+    parameters. Otherwise every dataset keeps its label and parameters and reads from
+    ``data_dir``; ``category`` then optionally picks one of the labels.
     """
-    if not Path(data_dir).expanduser().is_dir():
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
         raise UserError(f"data directory {data_dir} does not exist")
-    resolved = str(Path(data_dir).expanduser().resolve())
-    if any("domains" in (ds.get("params") or {}) for ds in datasets.values()) or not any(
-            _takes(ds["dataset"], "category") for ds in datasets.values()):
+    resolved = path.resolve()
+    classes = {label: _dataset_class(label, ds) for label, ds in datasets.items()}
+    if not any(cls.real_data and cls.real_data.category_param for cls in classes.values()):
         if category is not None and category not in datasets:
             raise UserError(f"DATASET={category} is none of this benchmark's datasets "
                             f"({', '.join(datasets)})")
-        chosen = {category: datasets[category]} if category else datasets
-        return {label: {**ds, "params": {**{k: v for k, v in (ds.get("params") or {}).items()
-                                             if k != "synthetic"}, "data_dir": resolved}}
-                for label, ds in chosen.items()}
+        chosen = [category] if category else list(datasets)
+        return {label: {**datasets[label], "params": classes[label].for_real_data(
+            datasets[label].get("params") or {}, resolved)} for label in chosen}
     if not category:
         raise UserError("DATA was given without DATASET: name the category, e.g. DATASET=Books")
-    first = next(iter(datasets.values()))
-    params = {k: v for k, v in (first.get("params") or {}).items() if k != "synthetic"}
-    params.update(data_dir=resolved, category=category)
+    label, first = next(iter(datasets.items()))
+    params = classes[label].for_real_data(first.get("params") or {}, resolved, category)
     return {category: {"dataset": first["dataset"], "params": params}}

@@ -10,13 +10,14 @@ adds to it. Trials of a killed process are marked failed by Optuna's heartbeat a
 count as complete. The best parameters go to ``benchmarks/tuned/<benchmark>-<dataset>.yaml``.
 
 A method declares its space as ``search_space = {"name": (kind, low, high), ...}`` with
-kind ``float``, ``log`` or ``int``, or ``{"name": ("cat", [choices])}``.
+kind ``float``, ``log`` or ``int``, or ``{"name": ("cat", [choices])}`` (:mod:`harness.api`).
+The tuned file is named after the final dataset label, so ``make sweep DATA=... DATASET=Books``
+writes ``<benchmark>-Books.yaml``, the file ``make bench DATA=... DATASET=Books TUNED=1`` reads.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import socket
@@ -27,13 +28,12 @@ from typing import Any
 
 import yaml
 
-from harness import registry, tracking
+from harness import api, registry, tracking
 from harness.errors import UserError
 from harness.runner import Runner
-from harness.spec import Benchmark
+from harness.spec import Benchmark, tuned_path
 
 log = logging.getLogger(__name__)
-KINDS = ("float", "log", "int", "cat")
 
 
 def storage_url(explicit: str | None = None) -> str:
@@ -42,25 +42,10 @@ def storage_url(explicit: str | None = None) -> str:
 
 
 def validate_space(space: dict[str, Any], method: str) -> None:
-    """Refuse a search space that would produce invalid values, before any trial runs."""
+    """Refuse an empty search space, or one that would produce invalid values."""
     if not space:
         raise UserError(f"method {method!r} declares no search_space; nothing to sweep")
-    for name, spec in space.items():
-        kind = spec[0] if isinstance(spec, tuple | list) and spec else None
-        if kind not in KINDS:
-            raise UserError(f"{method}.search_space[{name!r}] = {spec!r}: the kind must be one of "
-                            f"{KINDS}, e.g. ('log', 1e-4, 1e-2)")
-        if kind == "cat":
-            if len(spec) != 2 or not list(spec[1]):
-                raise UserError(f"{method}.search_space[{name!r}]: use ('cat', [choice, ...])")
-            continue
-        if len(spec) != 3 or not all(isinstance(v, int | float) for v in spec[1:]):
-            raise UserError(f"{method}.search_space[{name!r}] = {spec!r}: use (kind, low, high)")
-        low, high = spec[1], spec[2]
-        if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
-            raise UserError(f"{method}.search_space[{name!r}]: low {low} must be below high {high}")
-        if kind == "log" and low <= 0:
-            raise UserError(f"{method}.search_space[{name!r}]: a log range needs low > 0, got {low}")
+    api.validate_space(space, method)
 
 
 def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
@@ -108,30 +93,15 @@ def open_study(name: str, storage: str, direction: str) -> Any:
     )
 
 
-def tuned_path(bench: str, dataset: str) -> Path:
-    """``benchmarks/tuned/<bench>-<dataset>.yaml`` under the working directory."""
-    return Path.cwd() / "benchmarks" / "tuned" / f"{bench}-{dataset}.yaml"
-
-
-def load_tuned(bench: Benchmark) -> dict[str, dict[str, Any]]:
-    """dataset -> row -> parameters, from every tuned YAML of this benchmark."""
-    out = {}
-    for ds in bench.datasets:
-        path = tuned_path(bench.name, ds)
-        if path.exists():
-            out[ds] = yaml.safe_load(path.read_text()) or {}
-    if not out:
-        raise UserError(f"no tuned parameters for {bench.name} (looked for "
-                        f"{tuned_path(bench.name, bench.datasets[0])}); run `make sweep` first")
-    return out
-
-
 def write_tuned(bench: str, dataset: str, row: str, params: dict[str, Any], note: str) -> Path:
+    """Add ``row``'s best parameters to ``benchmarks/tuned/<bench>-<dataset>.yaml`` (atomically)."""
+    from harness.cache import atomic_file
+
     path = tuned_path(bench, dataset)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
     data[row] = {k: (float(v) if isinstance(v, float) else v) for k, v in params.items()}
-    path.write_text(f"# {note}\n" + yaml.safe_dump(data, sort_keys=True))
+    with atomic_file(path) as tmp:
+        tmp.write_text(f"# {note}\n" + yaml.safe_dump(data, sort_keys=True))
     return path
 
 
@@ -151,7 +121,7 @@ def sweep(bench: Benchmark, row: str, dataset: str, trials: int, storage: str | 
                         f"{', '.join(bench.datasets)}")
     base = next(r for r in bench.runs if r.label == row and r.dataset_label == dataset)
     cls = registry.load("method", base.method)
-    space = dict(getattr(cls, "search_space", {}) or {})
+    space = dict(cls.search_space)
     validate_space(space, base.method)
     storage = storage_url(storage)
     name = f"{bench.name}-{dataset}-{row}"

@@ -354,13 +354,13 @@ class RunLogger(MLFlowLogger):
 def log_figure(module: Any, fig: Any, artifact_file: str) -> bool:
     """Log ``fig`` to the module's harness run if it has one (True), else do nothing (False).
 
-    For methods: ``tracking.log_figure(self, fig, "ke_spectra.png")`` in ``on_test_end``.
+    Methods call it as ``self.log_figure(fig, "ke_spectra.png")`` (:class:`harness.api.Method`).
     The figure is closed either way.
     """
     import matplotlib.pyplot as plt
 
     done = False
-    trainer = getattr(module, "_trainer", None)
+    trainer = module._trainer  # a LightningModule's, None outside a Trainer
     for lg in (trainer.loggers if trainer is not None else []):
         if isinstance(lg, RunLogger):
             lg.log_figure(fig, artifact_file)

@@ -41,3 +41,18 @@ def test_unreachable_tracking_server_is_one_line(workdir, capsys, monkeypatch):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot reach MLflow tracking" in err[0]
+
+
+@pytest.mark.parametrize("bench", ["tsformer", "eddycnn"])
+@pytest.mark.parametrize("content", ["empty", "garbage"])
+def test_bad_ocean_data_directory_is_one_line(workdir, capsys, bench, content):
+    """A bad DATA directory for the ocean benchmarks used to end in a traceback
+    (OceanDataError was not a UserError and left through prepare_data outside run_one's try)."""
+    data = workdir / "ocean"
+    data.mkdir()
+    if content == "garbage":
+        (data / "thetao_2020.nc").write_bytes(b"not a netCDF file at all" * 10)
+    argv = ["bench", bench, "--profile", "quick", "--no-progress", "--data", str(data)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and str(data) in err[0], err

@@ -87,3 +87,19 @@ def test_unreachable_storage_is_one_line(workdir, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot open Optuna storage" in err[0]
+
+
+def test_sweep_on_real_data_writes_the_file_the_tuned_bench_reads(workdir, capsys):
+    """`make sweep DATA=... DATASET=Books` used to write a file `TUNED=1` never read."""
+    from harness.cli import _load, build_parser
+    from harness.datasets.amazon import SyntheticConfig, write_synthetic
+
+    data = workdir / "amazon"
+    write_synthetic(data, SyntheticConfig(n_users=120, n_items=80, n_topics=4), "Books")
+    real = ["--profile", "quick", "--data", str(data), "--dataset", "Books", "--no-progress"]
+    assert main(["sweep", "aurl", "--trials", "1", *real]) == 0
+    assert "aurl-Books.yaml" in capsys.readouterr().out
+    written = yaml.safe_load((workdir / "benchmarks" / "tuned" / "aurl-Books.yaml").read_text())
+    bench = _load(build_parser().parse_args(["bench", "aurl", "--tuned", *real]))
+    run = next(r for r in bench.runs if r.label == "mf+aurl")
+    assert run.dataset_label == "Books" and written["mf+aurl"].items() <= run.params.items()
