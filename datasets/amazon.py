@@ -1,10 +1,13 @@
-"""Amazon reviews for collaborative filtering: real formats, a synthetic writer, the DataModule.
+"""Amazon reviews for collaborative filtering: a synthetic writer and the DataModule.
 
 Real data: a directory holding one category in the 2014, 2018 or 2023 format, or
 the ratings-only CSV (see :mod:`harness.datasets.amazon_readers`). Without a
 directory, :func:`write_synthetic` writes a 2018-format category
 (``Synthetic_5.json.gz`` plus ``meta_Synthetic.json.gz``) and the DataModule
-reads it back through the same reader as real data.
+reads it back through the same reader as real data. The DataModule de-duplicates,
+k-cores and splits once into a cached tensor file and serves BPR-style training batches
+(with sampled negatives) and per-user full-ranking evaluation batches, sharded across ranks
+by itself.
 
 The synthetic generator exists to make popularity bias measurable: item
 popularity is Pareto-distributed (Gini >= 0.6 after 5-core filtering), user
@@ -19,22 +22,19 @@ Titles are built from topic-specific attribute words, so they carry signal.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from harness.api import DataModule, RealData, choice
+from harness.cache import atomic_file, cached_dir, fingerprint, is_complete, stable_hash
 from harness.datasets import amazon_readers as ar
 from harness.errors import UserError
 
@@ -65,7 +65,7 @@ class SyntheticConfig:
     seed: int = 0
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return stable_hash(asdict(self), 12)
 
 
 _SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pa", "qu", "di", "fe", "go"]
@@ -170,31 +170,6 @@ def write_synthetic(out_dir: str | Path, cfg: SyntheticConfig | None = None,
     return out_dir
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Move a finished directory into place atomically; if another process (a DDP rank)
-    published an identical one first, keep theirs. A published directory always holds
-    its ``COMPLETE`` marker, so it is never removed here."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and not (out / "COMPLETE").exists():
-        shutil.rmtree(out, ignore_errors=True)  # a leftover from an interrupted older write
-    try:
-        os.replace(tmp, out)
-    except OSError:  # lost the race to an identical copy
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def cached_dir(out: Path, write: Callable[[Path], object]) -> Path:
-    """``out``, written by ``write(tmp)`` into a temporary sibling and published atomically
-    (:func:`_publish`) unless a complete copy is already there."""
-    if not (out / "COMPLETE").exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".tmp-{os.getpid()}-"))
-        write(tmp)
-        (tmp / "COMPLETE").touch()
-        _publish(tmp, out)
-    return out
-
-
 def gini(counts: np.ndarray) -> float:
     """Gini coefficient of non-negative counts (0 = equal, 1 = all mass on one)."""
     x = np.sort(np.asarray(counts, dtype=np.float64))
@@ -229,7 +204,6 @@ class RecData:
     item_popularity: torch.Tensor
     head_item: torch.Tensor
     active_user: torch.Tensor
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def _csr(user: np.ndarray, item: np.ndarray, n_users: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,17 +268,17 @@ class _EpochBatchSampler(Sampler):
             yield (self.seed, self.epoch, b), rows, share
 
 
-class AmazonDataModule(L.LightningDataModule):
+class AmazonDataModule(DataModule):
     """Amazon reviews (2014 / 2018 / 2023 / ratings CSV) or synthetic 2018-format data.
 
     Preprocessing: duplicate (user, item) pairs keep the earliest, iterative k-core,
     then a split (``ratio`` per user at random, ``temporal`` per user by time,
     ``global_time`` at global time cuts, ``loo`` leave-one-out). Processed tensors
     are cached under ``cache_dir`` keyed by the raw files' fingerprint and these
-    arguments.
+    arguments. ``DATASET=`` names the category read from ``DATA=``.
     """
 
-    family = "recommendation"
+    real_data = RealData(category_param="category")
     #: the loaders shard themselves across ranks (exactly, without padding), so the
     #: runner turns Lightning's automatic DistributedSampler off for this dataset
     shards_itself = True
@@ -326,8 +300,7 @@ class AmazonDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        if split not in SPLITS:
-            raise UserError(f"unknown split {split!r}; choose one of {sorted(SPLITS)}")
+        choice("split", split, tuple(SPLITS))
         self.data_dir = data_dir
         self.category = category
         self.k_core = k_core
@@ -341,7 +314,8 @@ class AmazonDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir)
         self.synthetic = SyntheticConfig(**(synthetic or {}))
         self.seed = seed
-        self.data: RecData | None = None
+        self._info: RecData | None = None
+        self._stats: dict[str, Any] = {}
         self._fingerprint: str | None = None
 
     # -- raw files ------------------------------------------------------------------------
@@ -351,15 +325,15 @@ class AmazonDataModule(L.LightningDataModule):
         if self.data_dir is not None:
             return Path(self.data_dir).expanduser()
         out = self.cache_dir / "synthetic" / f"amazon-{self.synthetic.key()}"
-        if not (out / "COMPLETE").exists():
+        if not is_complete(out):
             log.info("writing synthetic Amazon data to %s", out)
         return cached_dir(out, lambda tmp: write_synthetic(tmp, self.synthetic, self.category))
 
     def fingerprint(self) -> str:
-        """Fingerprint of the raw files (cheap; see :func:`amazon_readers.fingerprint`)."""
+        """Fingerprint of the raw files (cheap; see :func:`harness.cache.fingerprint`)."""
         if self._fingerprint is None:
             _, reviews, meta = ar.find_files(self.raw_dir(), self.category)
-            self._fingerprint = ar.fingerprint([p for p in (reviews, meta) if p is not None])
+            self._fingerprint = fingerprint([p for p in (reviews, meta) if p is not None])
         return self._fingerprint
 
     def _processed_path(self) -> Path:
@@ -368,8 +342,7 @@ class AmazonDataModule(L.LightningDataModule):
             "split": self.split, "ratios": self.split_ratios, "split_seed": self.split_seed,
             "head": self.head_share, "active": self.active_share, "v": 1,
         }
-        key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
-        return self.cache_dir / "processed" / f"amazon-{key}.pt"
+        return self.cache_dir / "processed" / f"amazon-{stable_hash(args, 16)}.pt"
 
     def prepare_data(self) -> None:
         """Write synthetic data if needed, then read, filter and split once into the cache."""
@@ -400,13 +373,11 @@ class AmazonDataModule(L.LightningDataModule):
             "test": torch.from_numpy(te),
             "stats": {"lines": stats.lines, "malformed": stats.malformed, "format": fmt},
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            torch.save(payload, tmp)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.data is not None:
+        if self._info is not None:
             return
         self.prepare_data()
         p = torch.load(self._processed_path(), weights_only=True)
@@ -425,21 +396,29 @@ class AmazonDataModule(L.LightningDataModule):
             valid=len(va), test=len(te), item_gini=round(gini(pop), 4),
             density=len(user) / (n_users * n_items),
         )
-        self.data = RecData(
+        self._stats = stats
+        self._info = RecData(
             n_users=n_users, n_items=n_items,
             train_user=torch.from_numpy(user[tr]), train_item=torch.from_numpy(item[tr]),
             train_indptr=t_ptr, train_indices=t_idx, valid_indptr=v_ptr, valid_indices=v_idx,
             test_indptr=s_ptr, test_indices=s_idx, item_popularity=torch.from_numpy(pop),
-            head_item=torch.from_numpy(head), active_user=torch.from_numpy(active), stats=stats,
+            head_item=torch.from_numpy(head), active_user=torch.from_numpy(active),
         )
 
     @property
     def info(self) -> RecData:
-        """The metadata a method is built from (available after :meth:`setup`)."""
-        if self.data is None:
+        """The metadata a method is built from (set up on first use)."""
+        if self._info is None:
             self.setup()
-        assert self.data is not None
-        return self.data
+        assert self._info is not None
+        return self._info
+
+    def stats(self) -> Mapping[str, Any]:
+        """Lines read, malformed lines and format of the raw file; users, items and
+        interactions after filtering, the split's sizes, item Gini and density."""
+        if self._info is None:
+            self.setup()
+        return dict(self._stats)
 
     # -- loaders ------------------------------------------------------------------------
 

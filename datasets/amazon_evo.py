@@ -1,4 +1,5 @@
-"""Evolving Amazon data for EvoRec (issue #5): a base period, then update periods.
+"""Evolving Amazon data for EvoRec: a base period, then an update period; writer, split,
+DataModule.
 
 Real data: one category in any format the Amazon readers know; interactions before
 ``update_start`` (a unix time, or the ``base_share`` quantile of all timestamps) form the
@@ -15,24 +16,29 @@ test and validation targets. Users with 1-2 update items are left out (too few t
 evaluate). Base training data: every active user's whole base sequence and every
 inactive user's base sequence without its last two items. Each example has a fixed,
 seeded candidate list (target first in storage).
+
+:class:`AmazonEvoDataModule` builds the base LM (:mod:`harness.backbones`) and serves the
+training data a method's stage asks for (base period, update period, or both) as prompts and
+answers in token ids, and validation / test candidate lists tagged with the user's group.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from harness.api import DataModule, RealData, StageData
+from harness.backbones import language_model, load_backbone_tokenizer
+from harness.cache import cached_dir, fingerprint, stable_hash
 from harness.datasets import amazon_readers as ar
-from harness.datasets.amazon import cached_dir
-from harness.datasets.amazon_seq import _collate_lm, _negatives, _words
+from harness.datasets.amazon_seq import collate_lm, negatives, words
 from harness.errors import UserError
 
 UPDATE_START = 1_500_000_000  # the synthetic writer's period boundary (unix seconds)
@@ -74,8 +80,8 @@ class EvoWorld:
 
 def generate(cfg: EvoConfig) -> EvoWorld:
     rng = np.random.default_rng(cfg.seed)
-    attributes = _words(rng, cfg.n_attributes, 3)
-    nouns = _words(rng, cfg.n_nouns, 2)
+    attributes = words(rng, cfg.n_attributes, 3)
+    nouns = words(rng, cfg.n_nouns, 2)
     item_attr = np.stack([rng.choice(cfg.n_attributes, 2, replace=False) for _ in range(cfg.n_items)])
     item_noun = rng.integers(0, cfg.n_nouns, cfg.n_items)
     titles = [f"{attributes[a]} {attributes[b]} {nouns[n]}" for (a, b), n in zip(item_attr, item_noun,
@@ -202,7 +208,7 @@ def evolving_split(data_dir: str | Path, domain: str, n_candidates: int = 20,
         else:
             continue
         for part, history, target in rows:
-            negs = _negatives(rng, inter.n_items, set(seq), n_candidates - 1)
+            negs = negatives(rng, inter.n_items, set(seq), n_candidates - 1)
             part.append((u, history[-50:], target, [target, *negs], group))
     if not split.update:
         raise UserError(f"{domain}: no active user (3+ interactions after the update start "
@@ -227,17 +233,21 @@ class EvoData:
         return self.codec.prompt([self.split.titles[i] for i in history[-self.max_history:]])
 
 
-class AmazonEvoDataModule(L.LightningDataModule):
+class AmazonEvoDataModule(DataModule):
     """Base-period and update-period training data, active/inactive evaluation.
 
-    The method names the data of its current stage through ``train_data()``: ``"base"``
-    (every user's base sequence), ``"update"`` (active users' new items, each predicted
-    from the user's history so far, optionally filtered by the method's ``keep_history``),
-    or ``"all"`` (both: re-training). Validation and test rows carry their group.
+    A method's stage asks for its training data (:meth:`use_stage_data`) by part:
+    ``base`` (every user's base sequence; also the default, ``train``), ``update`` (active
+    users' new items, each predicted from the user's history so far; the option ``keep``
+    maps a user to the past items their histories keep, e.g. EvoRec's Forget), or ``all``
+    (both: re-training). Validation and test rows carry their group. ``DATASET=`` names the
+    category read from ``DATA=``; ``BACKBONE=`` sets ``backbone``.
     """
 
-    family = "recommendation"
+    real_data = RealData(category_param="category")
+    backbone_param = "backbone"
     shards_itself = False
+    PARTS = ("train", "base", "update", "all")
 
     def __init__(self, data_dir: str | None = None, category: str = "Toys", n_candidates: int = 20,
                  update_start: int | None = None, base_share: float = 0.8, max_history: int = 10,
@@ -252,42 +262,40 @@ class AmazonEvoDataModule(L.LightningDataModule):
         self.synthetic = EvoConfig(**(synthetic or {}))
         self.pretrain, self.cache_dir = pretrain or {}, Path(cache_dir)
         self.backbone, self.seed = backbone, seed
-        self.data: EvoData | None = None
+        self._info: EvoData | None = None
+        self._request = StageData()
 
     def raw_dir(self) -> Path:
         if self.data_dir is not None:
             return Path(self.data_dir).expanduser()
-        key = hashlib.sha256(json.dumps([self.category, asdict(self.synthetic)], sort_keys=True)
-                             .encode()).hexdigest()[:12]
+        key = stable_hash([self.category, asdict(self.synthetic)], 12)
         return cached_dir(self.cache_dir / "synthetic" / f"amazon-evo-{key}",
                           lambda tmp: write_evolving(tmp, self.category, self.synthetic))
 
     def fingerprint(self) -> str:
         _, reviews, meta = ar.find_files(self.raw_dir(), self.category)
-        return ar.fingerprint([p for p in (reviews, meta) if p is not None])
+        return fingerprint([p for p in (reviews, meta) if p is not None])
 
     def setup(self, stage: str | None = None) -> None:
-        if self.data is not None:
+        if self._info is not None:
             return
-        from harness.methods.llmrec import language_model, load_backbone_tokenizer
-
         tok = load_backbone_tokenizer(self.backbone) if self.backbone else None  # fail early
         split = evolving_split(self.raw_dir(), self.category, self.n_candidates, self.update_start,
                                self.base_share, seed=self.seed)
         tok, base_dir, codec = language_model(tok, self.backbone, sorted(set(split.titles)),
                                               self.pretrain, self.cache_dir)
-        self.data = EvoData(split, tok, base_dir, codec, self.category, {self.category: split},
+        self._info = EvoData(split, tok, base_dir, codec, self.category, {self.category: split},
                             self.max_history)
 
     @property
     def info(self) -> EvoData:
-        if self.data is None:
+        if self._info is None:
             self.setup()
-        assert self.data is not None
-        return self.data
+        assert self._info is not None
+        return self._info
 
-    @property
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> Mapping[str, int]:
+        """Active users, inactive users and items."""
         s = self.info.split
         return {"users_active": len(s.update), "users_inactive": len(s.base) - len(s.update),
                 "items": len(s.titles)}
@@ -317,13 +325,36 @@ class AmazonEvoDataModule(L.LightningDataModule):
             out += [(past + new[:k], new[k]) for k in range(len(new))]
         return out
 
+    def use_stage_data(self, request: StageData) -> None:
+        """Serve part ``base`` / ``train``, ``update`` (option ``keep``) or ``all`` (class
+        docstring) until the next request."""
+        if request.part not in self.PARTS:
+            raise UserError(f"dataset amazon-evo serves the parts {', '.join(self.PARTS)}, "
+                            f"not {request.part!r}")
+        if request.domains not in (None, (self.category,)):
+            raise UserError(f"dataset amazon-evo has one domain, {self.category!r}; the method asks "
+                            f"for {list(request.domains)}")
+        extra = set(request.options) - ({"keep"} if request.part == "update" else set())
+        if extra:
+            raise UserError(f"part {request.part!r} of amazon-evo takes no options {sorted(extra)} "
+                            "(only part 'update' takes 'keep')")
+        self._request = request
+
+    def stage_examples(self) -> list[tuple[list[int], int]]:
+        """(history, target) pairs of the last request (default: the base period)."""
+        part = self._request.part
+        if part == "update":
+            return self.update_examples(self._request.options.get("keep"))
+        if part == "all":
+            return self.base_examples() + self.update_examples()
+        return self.base_examples()
+
     def train_dataloader(self) -> DataLoader:
-        model = getattr(self.trainer, "lightning_module", None) if self.trainer else None
-        pairs = model.train_data(self) if hasattr(model, "train_data") else self.base_examples()
+        pairs = self.stage_examples()
         rows = [(self.encode_prompt(h), self.encode_title(t)) for h, t in pairs]
         rng = np.random.default_rng(self.seed)
         rng.shuffle(rows)
-        return DataLoader(rows, batch_size=self.batch_size, shuffle=True, collate_fn=_collate_lm)
+        return DataLoader(rows, batch_size=self.batch_size, shuffle=True, collate_fn=collate_lm)
 
     def _eval(self, rows: list[Example]) -> DataLoader:
         items = [(self.encode_prompt(h), [self.encode_title(c) for c in cands], group)

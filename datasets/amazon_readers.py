@@ -3,8 +3,8 @@
 Real files run to hundreds of millions of lines, so reviews are streamed line by line and
 accumulated into ``array('q')`` buffers and id -> code dicts; no per-review Python objects are
 kept. The 2014 files are parsed with ``json.loads`` first and ``ast.literal_eval`` as the
-fallback (never ``eval``). Also here: de-duplication, iterative k-core, the usual splits,
-head/tail groups and a cheap fingerprint of the raw files for caching.
+fallback (never ``eval``). Also here: de-duplication, iterative k-core, the usual splits and
+head/tail groups. (The raw files' fingerprint is :func:`harness.cache.fingerprint`.)
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import ast
 import codecs
 import csv
 import gzip
-import hashlib
 import html
 import io
 import json
@@ -30,7 +29,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from harness.errors import DataFormatError
+from harness.errors import DataFormatError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,6 @@ _META_ID_FIELD = {"2014": "asin", "2018": "asin", "csv": "asin", "2023": "parent
 _EARLY_FAIL_LINES = 1000
 _PROGRESS_EVERY = 1_000_000
 _INT_LIMIT = 1 << 62
-_FINGERPRINT_CHUNK = 4 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -651,7 +649,8 @@ Split = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def _check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1.0) > 1e-6:
-        raise ValueError(f"ratios must be three non-negative numbers summing to 1, got {ratios}")
+        raise UserError(f"split ratios must be three non-negative numbers summing to 1 "
+                        f"(train, valid, test), got {ratios}")
     return float(ratios[0]), float(ratios[1]), float(ratios[2])
 
 
@@ -738,7 +737,7 @@ def split_leave_one_out(inter: Interactions) -> Split:
 
 def _top_share(counts: np.ndarray, share: float) -> np.ndarray:
     if not 0.0 <= share <= 1.0:
-        raise ValueError(f"share must be in [0, 1], got {share}")
+        raise UserError(f"a group share (head_share, active_share) must be in [0, 1], got {share}")
     n = len(counts)
     n_top = min(n, math.ceil(share * n - 1e-9))
     order = np.lexsort((np.arange(n), -counts))  # most popular first, ties by lower id
@@ -757,34 +756,3 @@ def user_groups(train_user: np.ndarray, n_users: int, active_share: float = 0.2)
     """Bool mask [n_users], True = active: the ceil(active_share * n_users) users with the most
     training interactions (ties broken by lower user id)."""
     return _top_share(np.bincount(np.asarray(train_user), minlength=n_users), active_share)
-
-
-# --------------------------------------------------------------------------- fingerprint
-
-
-def fingerprint(paths: Sequence[str | Path]) -> str:
-    """First 16 hex chars of a sha256 over, per file sorted by name: the name, the size, and
-    the first and last 4 MiB (the whole file if it is at most 8 MiB).
-
-    Not a full-content hash: it is cheap on multi-GB files and catches re-downloads, other
-    versions and truncation, but not an edit in the middle of a large file. The directory is
-    not included, so moved copies keep their fingerprint.
-    """
-    h = hashlib.sha256()
-    for p in sorted((Path(p) for p in paths), key=lambda p: (p.name, str(p))):
-        try:
-            size = p.stat().st_size
-            h.update(f"{p.name}\0{size}\0".encode())
-            with open(p, "rb") as fh:
-                if size <= 2 * _FINGERPRINT_CHUNK:
-                    h.update(fh.read())
-                else:
-                    h.update(fh.read(_FINGERPRINT_CHUNK))
-                    fh.seek(size - _FINGERPRINT_CHUNK)
-                    h.update(fh.read(_FINGERPRINT_CHUNK))
-        except OSError as exc:
-            raise DataFormatError(
-                f"Could not read {p} to fingerprint it: {exc}. Check that the data files "
-                f"exist and are readable."
-            ) from None
-    return h.hexdigest()[:16]

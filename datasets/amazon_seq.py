@@ -1,4 +1,4 @@
-"""Multi-domain Amazon data for LLM sequential recommendation (issue #4, data part).
+"""Multi-domain Amazon data for LLM sequential recommendation: writer, split, DataModule.
 
 Real data: one directory with several categories in any format the Amazon readers know.
 Without one, :func:`write_multidomain` writes several 2018-format categories whose
@@ -6,7 +6,9 @@ users and items are disjoint across domains but whose titles share a vocabulary 
 attribute words beside domain-specific nouns, so knowledge can only transfer through
 text. :func:`sequential_split` turns one domain into leave-one-out examples (history ->
 next item) with a fixed, seeded candidate list per example, and marks cold examples
-(target item never seen in training).
+(target item never seen in training). :class:`AmazonSeqDataModule` builds the base LM
+(:mod:`harness.backbones`) and serves prompts as token ids: training examples of the domains
+a method's stage asks for, and candidate lists of the target domain for evaluation.
 
 Generator: every item has two shared attributes and one domain noun; every user has
 two favourite attributes. A sequence starts at an item drawn by popularity x taste;
@@ -18,19 +20,19 @@ recent titles" holds in every domain, learnable in one and usable in another.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from harness.api import DataModule, RealData, StageData, choice
+from harness.backbones import language_model, load_backbone_tokenizer
+from harness.cache import cached_dir, fingerprint, stable_hash
 from harness.datasets import amazon_readers as ar
-from harness.datasets.amazon import cached_dir
 from harness.errors import UserError
 
 _SYLL = ["ba", "co", "di", "fu", "ga", "he", "ji", "ko", "lu", "me", "no", "pi", "ra", "su", "te",
@@ -52,7 +54,8 @@ class MultiDomainConfig:
     seed: int = 0
 
 
-def _words(rng: np.random.Generator, n: int, syllables: int) -> list[str]:
+def words(rng: np.random.Generator, n: int, syllables: int) -> list[str]:
+    """``n`` distinct made-up words of ``syllables`` syllables, sorted."""
     out: set[str] = set()
     while len(out) < n:
         out.add("".join(rng.choice(_SYLL, size=syllables)))
@@ -65,9 +68,9 @@ def write_multidomain(out_dir: str | Path, cfg: MultiDomainConfig | None = None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
-    attributes = _words(rng, cfg.n_attributes, 3)
+    attributes = words(rng, cfg.n_attributes, 3)
     for d, domain in enumerate(cfg.domains):
-        nouns = _words(rng, cfg.nouns_per_domain, 2)
+        nouns = words(rng, cfg.nouns_per_domain, 2)
         item_attr = np.stack([rng.choice(cfg.n_attributes, 2, replace=False)
                               for _ in range(cfg.n_items)])
         item_noun = rng.integers(0, cfg.nouns_per_domain, cfg.n_items)
@@ -163,12 +166,12 @@ def sequential_split(data_dir: str | Path, domain: str, n_candidates: int = 20,
         for part, cut in ((split.valid, len(seq) - 2), (split.test, len(seq) - 1)):
             target = seq[cut]
             history = [i for i in seq[:cut] if i not in cold][-50:]
-            negs = _negatives(rng, inter.n_items, set(seq), n_candidates - 1)
+            negs = negatives(rng, inter.n_items, set(seq), n_candidates - 1)
             part.append((u, history, target, [target, *negs], target in cold))
     return split
 
 
-def _negatives(rng: np.random.Generator, n_items: int, banned: set[int], k: int) -> list[int]:
+def negatives(rng: np.random.Generator, n_items: int, banned: set[int], k: int) -> list[int]:
     """``k`` distinct items outside ``banned``, by rejection (cheap for large catalogues)."""
     if n_items - len(banned) < k:
         raise UserError(f"a user has interacted with too many items to draw {k} negatives")
@@ -199,18 +202,19 @@ class SeqData:
     codec: Any = None  # titles -> prompt / answer token ids (WordCodec or TextCodec)
 
 
-class AmazonSeqDataModule(L.LightningDataModule):
+class AmazonSeqDataModule(DataModule):
     """Multi-domain sequential data; prompts are users' histories as titles.
 
-    Training examples come from the domains the method's current stage names
-    (``model.train_domains()``; the target alone by default), or, while the method sets
-    ``unlabelled_prompts``, are the target's validation prompts and candidates without
-    their labels. Validation and test use
-    the target domain's examples: all of them in the ``warm`` setting, the cold-item
-    ones in the ``cold`` setting (``cold_share`` > 0 needed).
+    Training data is what the method's stage asks for (:meth:`use_stage_data`): the
+    examples of the named domains, in that order (the target alone by default), or the
+    target's validation prompts and candidates without their labels (part
+    ``unlabelled``). Validation and test use the target domain's examples: all of them in
+    the ``warm`` setting, the cold-item ones in the ``cold`` setting (``cold_share`` > 0
+    needed). ``BACKBONE=`` sets ``backbone``, a local Hugging Face model directory.
     """
 
-    family = "recommendation"
+    real_data = RealData()  # DATA= holds every domain; DATASET= picks a benchmark dataset label
+    backbone_param = "backbone"
     shards_itself = False
 
     def __init__(self, data_dir: str | None = None, domains: tuple[str, ...] = ("Beauty", "Sports", "Toys"),
@@ -220,8 +224,7 @@ class AmazonSeqDataModule(L.LightningDataModule):
                  pretrain: dict[str, Any] | None = None, cache_dir: str = ".cache/harness",
                  backbone: str | None = None, seed: int = 0):
         super().__init__()
-        if setting not in ("warm", "cold"):
-            raise UserError(f"setting must be 'warm' or 'cold', got {setting!r}")
+        choice("setting", setting, ("warm", "cold"))
         if target not in domains:
             raise UserError(f"target domain {target!r} is not among domains {list(domains)}")
         self.data_dir, self.domains, self.target, self.setting = data_dir, tuple(domains), target, setting
@@ -231,12 +234,13 @@ class AmazonSeqDataModule(L.LightningDataModule):
         self.synthetic = MultiDomainConfig(**{"domains": tuple(domains), **(synthetic or {})})
         self.pretrain = pretrain or {}
         self.backbone = backbone
-        self.data: SeqData | None = None
+        self._info: SeqData | None = None
+        self._request = StageData()
 
     def raw_dir(self) -> Path:
         if self.data_dir is not None:
             return Path(self.data_dir).expanduser()
-        key = hashlib.sha256(json.dumps(asdict(self.synthetic), sort_keys=True).encode()).hexdigest()[:12]
+        key = stable_hash(asdict(self.synthetic), 12)
         return cached_dir(self.cache_dir / "synthetic" / f"amazon-multi-{key}",
                           lambda tmp: write_multidomain(tmp, self.synthetic))
 
@@ -245,13 +249,11 @@ class AmazonSeqDataModule(L.LightningDataModule):
         for d in self.domains:
             _, reviews, meta = ar.find_files(self.raw_dir(), d)
             files += [p for p in (reviews, meta) if p is not None]
-        return ar.fingerprint(files)
+        return fingerprint(files)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.data is not None:
+        if self._info is not None:
             return
-        from harness.methods.llmrec import language_model, load_backbone_tokenizer
-
         tok = load_backbone_tokenizer(self.backbone) if self.backbone else None  # fail early
         splits = {d: sequential_split(self.raw_dir(), d, self.n_candidates,
                                       self.cold_share if d == self.target else 0.0, seed=self.seed)
@@ -259,14 +261,14 @@ class AmazonSeqDataModule(L.LightningDataModule):
         corpus = sorted({t for s in splits.values() for t in s.titles})  # catalogue text only
         tok, base_dir, codec = language_model(tok, self.backbone, corpus, self.pretrain,
                                               self.cache_dir)
-        self.data = SeqData(self.target, splits, tok, base_dir, self.setting, codec)
+        self._info = SeqData(self.target, splits, tok, base_dir, self.setting, codec)
 
     @property
     def info(self) -> SeqData:
-        if self.data is None:
+        if self._info is None:
             self.setup()
-        assert self.data is not None
-        return self.data
+        assert self._info is not None
+        return self._info
 
     # -- examples -> token ids ------------------------------------------------------------
 
@@ -288,14 +290,35 @@ class AmazonSeqDataModule(L.LightningDataModule):
         rng.shuffle(out)
         return out
 
+    def use_stage_data(self, request: StageData) -> None:
+        """Part ``train``: the examples of ``domains`` (in that order; ``None``: the target
+        alone). Part ``unlabelled``: the target's validation prompts and candidates of the
+        evaluated setting, without labels (e.g. MoLoRec's mixture stage)."""
+        if request.options:
+            raise UserError(f"dataset amazon-seq takes no stage options, got {sorted(request.options)}")
+        if request.part == "train":
+            unknown = [d for d in request.domains or () if d not in self.domains]
+            if unknown:
+                raise UserError(f"the method asks for training domains {unknown} that the dataset "
+                                f"does not have; its domains are {list(self.domains)}")
+        elif request.part == "unlabelled":
+            if request.domains not in (None, (self.target,)):
+                raise UserError(f"unlabelled prompts come from the target domain {self.target!r} "
+                                f"alone, not {list(request.domains)}")
+        else:
+            raise UserError(f"dataset amazon-seq serves the parts 'train' and 'unlabelled', "
+                            f"not {request.part!r}")
+        self._request = request
+
     def train_dataloader(self) -> DataLoader:
-        model = getattr(self.trainer, "lightning_module", None) if self.trainer else None
-        if getattr(model, "unlabelled_prompts", False):  # e.g. MoLoRec's mixture stage
+        """The data of the last :meth:`use_stage_data` request (default: the target's examples)."""
+        request = self._request
+        if request.part == "unlabelled":
             rows = self._eval_rows(self.info.splits[self.target].valid)  # the evaluated setting's
             return DataLoader(rows, batch_size=8, shuffle=True, collate_fn=list)
-        domains = model.train_domains() if hasattr(model, "train_domains") else [self.target]
+        domains = list(request.domains) if request.domains is not None else [self.target]
         return DataLoader(self._train_examples(domains), batch_size=self.batch_size,
-                          shuffle=True, collate_fn=_collate_lm)
+                          shuffle=True, collate_fn=collate_lm)
 
     def _eval_rows(self, rows: list) -> list[tuple[list[int], list[list[int]]]]:
         """(prompt, candidate titles) of the setting's examples; the target is candidate 0."""
@@ -318,7 +341,7 @@ class AmazonSeqDataModule(L.LightningDataModule):
         return self._eval(self.info.splits[self.target].test)
 
 
-def _collate_lm(batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+def collate_lm(batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
     """Right-padded prompt + answer; the loss sees only the answer's tokens."""
     n = max(len(p) + len(a) for p, a in batch)
     ids = torch.zeros(len(batch), n, dtype=torch.long)

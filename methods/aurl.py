@@ -61,14 +61,14 @@ class AURL(CFRecommender):
         "lambda_gu": ("log", 0.01, 1.0),
     }
 
-    def __init__(self, data: RecData, lambda_ga: float = 0.1, lambda_gu: float = 0.01,
+    def __init__(self, info: RecData, lambda_ga: float = 0.1, lambda_gu: float = 0.01,
                  t: float = 2.0, group_sample: int = 256, **kw: Any):
-        super().__init__(data, **kw)
-        self.register_buffer("head_ids", torch.nonzero(data.head_item).flatten(), persistent=False)
-        self.register_buffer("tail_ids", torch.nonzero(~data.head_item).flatten(), persistent=False)
-        self.register_buffer("active_ids", torch.nonzero(data.active_user).flatten(),
+        super().__init__(info, **kw)
+        self.register_buffer("head_ids", torch.nonzero(info.head_item).flatten(), persistent=False)
+        self.register_buffer("tail_ids", torch.nonzero(~info.head_item).flatten(), persistent=False)
+        self.register_buffer("active_ids", torch.nonzero(info.active_user).flatten(),
                              persistent=False)
-        self.register_buffer("inactive_ids", torch.nonzero(~data.active_user).flatten(),
+        self.register_buffer("inactive_ids", torch.nonzero(~info.active_user).flatten(),
                              persistent=False)
 
     def _draw(self, ids: Tensor) -> Tensor:

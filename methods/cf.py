@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.api import Method, choice
 from harness.datasets.amazon import RecData
 from harness.metrics import ranking as rk
 
@@ -100,7 +100,11 @@ class LightGCN(nn.Module):
         return out[: self.n_users], out[self.n_users :]
 
 
-class CFRecommender(L.LightningModule):
+#: the backbones a CF method can run on
+BACKBONES = ("mf", "lightgcn")
+
+
+class CFRecommender(Method):
     """Base of every CF method: backbone, optimiser, full-ranking validation and test.
 
     Subclasses write ``training_step`` (their objective) and may add hyperparameters.
@@ -113,22 +117,20 @@ class CFRecommender(L.LightningModule):
         "coverage_20": "max",
     }
 
-    def __init__(self, data: RecData, backbone: str = "mf", dim: int = 64, n_layers: int = 3,
+    def __init__(self, info: RecData, backbone: str = "mf", dim: int = 64, n_layers: int = 3,
                  lr: float = 1e-3, reg: float = 1e-4, ks: tuple[int, ...] = (20,)):
         super().__init__()
-        self.save_hyperparameters(ignore=["data"])
-        self.n_users, self.n_items = data.n_users, data.n_items
-        if backbone == "mf":
-            self.encoder: nn.Module = MF(data.n_users, data.n_items, dim)
-        elif backbone == "lightgcn":
-            self.encoder = LightGCN(data.n_users, data.n_items, dim, n_layers,
-                                    data.train_user, data.train_item)
+        self.save_hyperparameters(ignore=["info"])
+        self.n_users, self.n_items = info.n_users, info.n_items
+        if choice("backbone", backbone, BACKBONES) == "mf":
+            self.encoder: nn.Module = MF(info.n_users, info.n_items, dim)
         else:
-            raise ValueError(f"unknown backbone {backbone!r}; use 'mf' or 'lightgcn'")
+            self.encoder = LightGCN(info.n_users, info.n_items, dim, n_layers,
+                                    info.train_user, info.train_item)
         for name in ("train_indptr", "train_indices", "valid_indptr", "valid_indices",
                      "test_indptr", "test_indices", "item_popularity", "head_item",
                      "active_user"):
-            self.register_buffer(name, getattr(data, name).clone(), persistent=False)
+            self.register_buffer(name, getattr(info, name).clone(), persistent=False)
         self._eval: dict[str, Any] = {}
 
     # -- training -------------------------------------------------------------------------
@@ -252,11 +254,11 @@ class IPS(CFRecommender):
     search_space = {"lr": ("log", 1e-4, 1e-2), "eta": ("float", 0.1, 1.0),
                     "max_weight": ("log", 2.0, 100.0)}
 
-    def __init__(self, data: RecData, eta: float = 0.5, max_weight: float = 20.0, **kw: Any):
-        super().__init__(data, **kw)
-        pop = data.item_popularity.to(torch.float32).clamp(min=1)
+    def __init__(self, info: RecData, eta: float = 0.5, max_weight: float = 20.0, **kw: Any):
+        super().__init__(info, **kw)
+        pop = info.item_popularity.to(torch.float32).clamp(min=1)
         w = (pop / pop.max()).pow(-eta).clamp(max=max_weight)
-        w = w / (w[data.train_item].mean())
+        w = w / (w[info.train_item].mean())
         self.register_buffer("ips_weight", w, persistent=False)
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:

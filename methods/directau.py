@@ -37,8 +37,8 @@ class DirectAU(CFRecommender):
 
     search_space = {"lr": ("log", 1e-4, 1e-2), "gamma": ("log", 0.1, 10.0)}
 
-    def __init__(self, data: RecData, gamma: float = 1.0, **kw: Any):
-        super().__init__(data, **kw)
+    def __init__(self, info: RecData, gamma: float = 1.0, **kw: Any):
+        super().__init__(info, **kw)
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         u, i, _ = batch  # negatives are not used

@@ -1,6 +1,7 @@
 """EvoRec (Locate-Forget-Update) and its baselines for evolving an LLM recommender.
 
-Two stages on the runner's stage protocol:
+Two stages on the runner's stage protocol (each asks the dataset for its data with
+``stage_data``: part ``base``, ``update`` or ``all``):
 
 1. ``base``: a LoRA trained on the base period (every row shares it: ``stage_independent``).
 2. ``update``, by row (``mode=``):
@@ -36,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from harness.api import StageData, choice
 from harness.methods.llmrec import LoRARec, score_candidates
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
@@ -94,13 +96,12 @@ class EvoLoRA(LoRARec):
                     "forget_threshold": ("float", -2.0, 2.0)}
     _MODES = ("evorec", "finetune", "proximal", "retrain")
 
-    def __init__(self, data: Any, mode: str = "evorec", locate_share: float = 0.3,
+    def __init__(self, info: Any, mode: str = "evorec", locate_share: float = 0.3,
                  forget_threshold: float = 0.0, proximal: float = 1.0, locate_users: int = 64,
                  sasrec_epochs: int = 100, sasrec_update_epochs: int = 10, **kw: Any):
-        if mode not in self._MODES:
-            raise ValueError(f"mode must be one of {self._MODES}, got {mode!r}")
-        super().__init__(data, **kw)
-        self.data = data
+        choice("mode", mode, self._MODES)
+        super().__init__(info, **kw)
+        self.info = info
         self.stages = ("base", "update")
         self.stage_independent = {"base": ("mode", "locate_share", "forget_threshold", "proximal",
                                            "locate_users", "sasrec_update_epochs")}
@@ -110,7 +111,7 @@ class EvoLoRA(LoRARec):
 
         # Forget's sequential model lives beside the LoRA: trained with the base period (in
         # the base stage's checkpoint), refreshed on the new sequences at each update
-        self.sasrec = SASRec(len(data.split.titles), dim=32, dropout=0.1)
+        self.sasrec = SASRec(len(info.split.titles), dim=32, dropout=0.1)
         self.sasrec.requires_grad_(False)
         self.register_buffer("sasrec_fitted", torch.zeros(()))  # so a resumed base stage skips it
         self.stage = "base"
@@ -124,12 +125,14 @@ class EvoLoRA(LoRARec):
     def lora_params(self) -> dict[str, torch.nn.Parameter]:
         return {n: p for n, p in self.model.named_parameters() if "lora_" in n}
 
-    def train_data(self, dm: Any) -> list[tuple[list[int], int]]:
-        if self.stage == "base":
-            return dm.base_examples()
+    def stage_data(self, stage: str) -> StageData:
+        """The base period (``base``); at the update, both periods (``retrain``) or the new
+        data, its histories filtered by Forget's ``keep`` (``evorec``)."""
+        if stage == "base":
+            return StageData(part="base")
         if self.hparams.mode == "retrain":
-            return dm.base_examples() + dm.update_examples()
-        return dm.update_examples(self.keep)
+            return StageData(part="all")
+        return StageData(part="update", options={} if self.keep is None else {"keep": self.keep})
 
     def begin_stage(self, stage: str) -> None:
         self.stage = stage
@@ -160,12 +163,12 @@ class EvoLoRA(LoRARec):
 
     def locate(self) -> list[int]:
         """Layers whose hidden states moved most from old to updated sequences (Locate)."""
-        s = self.data.split
+        s = self.info.split
         users = s.active[: self.hparams.locate_users]
         was = self.model.training
         self.model.eval()
-        changes = layer_changes(self.model, [self.data.prompt(s.base[u]) for u in users],
-                                [self.data.prompt(s.base[u] + s.update[u]) for u in users])
+        changes = layer_changes(self.model, [self.info.prompt(s.base[u]) for u in users],
+                                [self.info.prompt(s.base[u] + s.update[u]) for u in users])
         self.model.train(was)
         self.layer_change = changes
         return select_layers(changes, self.hparams.locate_share)
@@ -177,7 +180,7 @@ class EvoLoRA(LoRARec):
             from harness.methods.sasrec import fit_sasrec
 
             self.sasrec.requires_grad_(True)
-            fit_sasrec(self.sasrec, list(self.data.split.base.values()), self.hparams.sasrec_epochs,
+            fit_sasrec(self.sasrec, list(self.info.split.base.values()), self.hparams.sasrec_epochs,
                        seed=int(torch.initial_seed()) % 2**31)
             self.sasrec.requires_grad_(False)
             self.sasrec_fitted.fill_(1.0)
@@ -187,7 +190,7 @@ class EvoLoRA(LoRARec):
         the SASRec is refreshed on the active users' updated sequences, then scores their past."""
         from harness.methods.sasrec import fit_sasrec
 
-        s = self.data.split
+        s = self.info.split
         updated = [s.base[u] + s.update[u] for u in s.active]
         self.sasrec.requires_grad_(True)
         fit_sasrec(self.sasrec, updated, self.hparams.sasrec_update_epochs,

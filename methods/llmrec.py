@@ -1,4 +1,5 @@
-"""Shared core of the LLM recommenders (WeaveRec, MoLoRec, EvoRec): candidate scoring.
+"""Shared core of the LLM recommenders (WeaveRec, MoLoRec, EvoRec): candidate scoring and
+the LoRA recommender they all extend (:class:`LoRARec`, row ``target-lora``).
 
 A candidate's score is the log-likelihood of its title tokens given the prompt (the
 user's history as titles): sum_t log p(title_t | prompt, title_<t). Scoring always
@@ -12,17 +13,15 @@ without it every candidate re-encodes the whole prompt. Both give the same score
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
-import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as L
 import torch
 from torch import Tensor
+
+from harness.api import Method, StageData
+from harness.backbones import load_causal_lm
+from harness.errors import UserError
 
 
 def _cache_kwarg(model: torch.nn.Module) -> str:
@@ -82,181 +81,10 @@ def _score(model: torch.nn.Module, prompt: list[int], candidates: list[list[int]
     return (tok * cmask).sum(1)
 
 
-# --------------------------------------------------------------------------- small backbone
-
-SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[SEP]")
-
-
-def train_tokenizer(texts: list[str]) -> Any:
-    """A lower-cased word-level tokenizer over the given texts (``tokenizers``), ids 0-4 special."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=list(SPECIALS)))
-    return tok
-
-
-@dataclass
-class SmallLMConfig:
-    """A Llama-shaped causal LM small enough for CPU, and its language-model pretraining."""
-
-    hidden: int = 128
-    layers: int = 2
-    heads: int = 4
-    intermediate: int = 256
-    block: int = 64  # tokens per packed pretraining sequence
-    steps: int = 100  # optimiser steps over random batches of blocks
-    lr: float = 2e-3
-    batch: int = 32
-    seed: int = 0
-
-
-def pretrain_small_lm(corpus: list[str], cfg: SmallLMConfig | None = None,
-                      cache_dir: str | Path = ".cache/harness") -> tuple[Any, Any, Path]:
-    """Train a tokenizer and pretrain a small LM on ``corpus`` (plain text, no prompts).
-
-    Plays the part a real LLM's pretraining plays for LoRA. Cached under
-    ``<cache_dir>/lm/<hash of corpus and cfg>/`` (``save_pretrained`` + ``tokenizer.json``),
-    so every run and method with the same arguments adapts the same base model. Returns
-    (model, tokenizer, directory).
-    """
-    from tokenizers import Tokenizer
-    from transformers import LlamaForCausalLM
-
-    cfg = cfg or SmallLMConfig()
-    key = hashlib.sha256(json.dumps([sorted(corpus), asdict(cfg)]).encode()).hexdigest()[:16]
-    out = Path(cache_dir) / "lm" / key
-    if (out / "COMPLETE").exists():
-        return (LlamaForCausalLM.from_pretrained(out).eval(),
-                Tokenizer.from_file(str(out / "tokenizer.json")), out)
-    # pretraining draws from its own seed and leaves the caller's random stream as it was, so
-    # a run's result does not depend on whether the model was already cached
-    with torch.random.fork_rng(devices=[]):
-        return _pretrain(corpus, cfg, out, key)
-
-
-def _pretrain(corpus: list[str], cfg: SmallLMConfig, out: Path, key: str) -> tuple[Any, Any, Path]:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(cfg.seed)
-    tok = train_tokenizer(corpus)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=tok.get_vocab_size(), hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
-        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
-        max_position_embeddings=1024, pad_token_id=0, bos_token_id=2, eos_token_id=3))
-    stream: list[int] = []
-    for text in corpus:  # [BOS] text [EOS], packed into fixed blocks
-        stream += [2, *tok.encode(text).ids, 3]
-    n = len(stream) // cfg.block
-    blocks = torch.tensor(stream[: n * cfg.block]).view(n, cfg.block)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    g = torch.Generator().manual_seed(cfg.seed)
-    model.train()
-    for _ in range(cfg.steps):
-        idx = torch.randint(n, (min(cfg.batch, n),), generator=g)
-        loss = model(input_ids=blocks[idx], labels=blocks[idx]).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval()
-    tmp = out.with_name(f".{key}.{os.getpid()}")
-    model.save_pretrained(tmp)
-    tok.save(str(tmp / "tokenizer.json"))
-    (tmp / "COMPLETE").touch()
-    from harness.datasets.amazon import _publish
-
-    _publish(tmp, out)
-    return model, tok, out
-
-
-# --------------------------------------------------------------------------- prompts as token ids
-
-
-class WordCodec:
-    """Prompts for the small word-level backbone: ``[BOS] t_1 [SEP] ... t_n [SEP]``; an
-    answer is ``title [EOS]``."""
-
-    def __init__(self, tokenizer: Any):
-        self.tokenizer = tokenizer
-
-    def prompt(self, titles: list[str]) -> list[int]:
-        ids = [2]
-        for t in titles:
-            ids += self.tokenizer.encode(t).ids + [4]
-        return ids
-
-    def answer(self, title: str) -> list[int]:
-        return self.tokenizer.encode(title).ids + [3]
-
-
-class TextCodec:
-    """Prompts for a real LLM (a Hugging Face tokenizer): the history as quoted titles in an
-    instruction, the answer the quoted next title and the end-of-sequence token."""
-
-    INSTRUCTION = ("Given the items a user bought, in order, recommend the next item.\n"
-                   "History:\n{history}\nNext item:")
-
-    def __init__(self, tokenizer: Any):
-        self.tokenizer = tokenizer
-        eos = tokenizer.eos_token_id
-        self.eos = [eos] if eos is not None else []
-
-    def prompt(self, titles: list[str]) -> list[int]:
-        text = self.INSTRUCTION.format(history="\n".join(f'"{t}"' for t in titles))
-        return self.tokenizer(text, add_special_tokens=True)["input_ids"]
-
-    def answer(self, title: str) -> list[int]:
-        return self.tokenizer(f' "{title}"', add_special_tokens=False)["input_ids"] + self.eos
-
-
-def load_backbone_tokenizer(path: str | Path) -> Any:
-    """The tokenizer of a local Hugging Face causal-LM directory, with clear errors."""
-    from harness.errors import UserError
-
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise UserError(f"backbone directory {path} does not exist; give a local Hugging Face "
-                        "causal-LM directory, e.g. BACKBONE=/models/Qwen2-7B-Instruct (make) or "
-                        "--backbone (harness). Nothing is downloaded at run time.")
-    if not (path / "config.json").is_file():
-        raise UserError(f"backbone directory {path} has no config.json: it is not a Hugging Face "
-                        "model directory (save one with save_pretrained or huggingface-cli download)")
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except Exception as exc:  # missing tokenizer files, unknown tokenizer class
-        raise UserError(f"cannot load a tokenizer from {path} ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:200]})") from exc
-
-
-def language_model(tokenizer: Any, backbone: str | None, corpus: list[str],
-                   pretrain: dict[str, Any], cache_dir: str | Path) -> tuple[Any, str, Any]:
-    """(tokenizer, model directory, codec): the user's LLM when ``backbone`` is given (its
-    tokenizer already loaded, text prompts), else the small LM pretrained on ``corpus``."""
-    if backbone:
-        return tokenizer, str(Path(backbone).expanduser()), TextCodec(tokenizer)
-    _, tok, path = pretrain_small_lm(corpus, SmallLMConfig(**pretrain), cache_dir)
-    return tok, str(path), WordCodec(tok)
-
-
-def load_causal_lm(path: str | Path, dtype: str | None = None) -> torch.nn.Module:
-    """``AutoModelForCausalLM`` from a local directory, in ``dtype`` (e.g. ``bfloat16``) if given."""
-    import transformers
-    from transformers import AutoModelForCausalLM
-
-    if dtype is None:
-        return AutoModelForCausalLM.from_pretrained(path)
-    kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-    return AutoModelForCausalLM.from_pretrained(path, **{kw: getattr(torch, dtype)})
-
-
 # --------------------------------------------------------------------------- LoRA recommender
 
 
-class LoRARec(L.LightningModule):
+class LoRARec(Method):
     """A LoRA on the base LM, trained to generate the next item's title after the prompt
     (TALLRec-style; the row ``target-lora`` / ``specific-lora``), scored on candidates.
 
@@ -269,22 +97,22 @@ class LoRARec(L.LightningModule):
                "mrr": "max"}
     search_space = {"lr": ("log", 1e-4, 1e-2), "lora_r": ("cat", [4, 8, 16])}
 
-    def __init__(self, data: Any, lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.05,
+    def __init__(self, info: Any, lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.05,
                  lr: float = 2e-3, domains: tuple[str, ...] | str | None = None,
                  target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
                  dtype: str | None = None):
         super().__init__()
         from peft import LoraConfig, get_peft_model
 
-        self.save_hyperparameters(ignore=["data"])
+        self.save_hyperparameters(ignore=["info"])
         if domains == "all":  # every domain of the dataset (joint training)
-            domains = tuple(data.splits)
-        unknown = set(domains or ()) - set(data.splits)
+            domains = tuple(info.splits)
+        unknown = set(domains or ()) - set(info.splits)
         if unknown:
-            raise ValueError(f"unknown training domains {sorted(unknown)}; the data has "
-                             f"{sorted(data.splits)} (or use domains: all)")
-        self.domains = list(domains) if domains else [data.target]
-        base = load_causal_lm(data.base_dir, dtype)  # LoRA weights stay float32 (peft's default)
+            raise UserError(f"unknown training domains {sorted(unknown)}; the data has "
+                            f"{sorted(info.splits)} (or use domains: all)")
+        self.domains = list(domains) if domains else [info.target]
+        base = load_causal_lm(info.base_dir, dtype)  # LoRA weights stay float32 (peft's default)
         self.model = get_peft_model(base, LoraConfig(
             r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
             target_modules=list(target_modules)))
@@ -297,8 +125,9 @@ class LoRARec(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
                                     if "lora_" in k or not k.startswith("model.")}
 
-    def train_domains(self) -> list[str]:
-        return self.domains
+    def stage_data(self, stage: str) -> StageData:
+        """Training examples from ``self.domains``, in that order (a stage may change them)."""
+        return StageData(domains=tuple(self.domains))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.model(**batch).loss  # answer tokens only (prompt labelled -100)

@@ -1,9 +1,9 @@
 """MoLoRec (arXiv 2504.10551): a domain-general and a domain-specific LoRA, mixed per layer.
 
-Stages (the runner's stage protocol):
+Stages (the runner's stage protocol; each asks the dataset for its data with ``stage_data``):
 1. ``general``: a LoRA trained on all domains pooled;
 2. ``specific``: a second LoRA on the target domain;
-3. ``mixture``: both LoRAs active, each LoRA-wrapped layer l adds
+3. ``mixture`` (data part ``unlabelled``): both LoRAs active, each LoRA-wrapped layer l adds
    sum_k softmax(w_l / T)_k Delta W_k x, and only the logits w (layers x 2) are trained,
    by minimising the entropy of the model's distribution over each prompt's candidates
    on unlabelled *validation* prompts (the public code uses test prompts; the harness
@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from harness.api import StageData
 from harness.methods.llmrec import LoRARec, score_candidates
 
 
@@ -33,19 +34,19 @@ class MoLoRec(LoRARec):
     search_space = {"lr": ("log", 1e-4, 1e-2), "temperature": ("log", 0.1, 10.0),
                     "mix_lr": ("log", 1e-3, 1.0)}
 
-    def __init__(self, data: Any, temperature: float = 1.0, mix_lr: float = 0.05,
+    def __init__(self, info: Any, temperature: float = 1.0, mix_lr: float = 0.05,
                  learn_mixture: bool = True, **kw: Any):
-        super().__init__(data, **kw)
+        super().__init__(info, **kw)
         from peft.tuners.lora import LoraLayer
 
-        self.target, self.all_domains = data.target, list(data.splits)
+        self.target, self.all_domains = info.target, list(info.splits)
         self.model.add_adapter("specific", self.model.peft_config["default"])
         self.lora_layers = [m for m in self.model.modules() if isinstance(m, LoraLayer)]
         self.mix_logits = nn.Parameter(torch.zeros(len(self.lora_layers), 2), requires_grad=False)
         self.stages = ("general", "specific", "mixture") if learn_mixture else ("general", "specific")
         late = ("temperature", "mix_lr", "learn_mixture")  # rows avg-mix and molorec share both LoRAs
         self.stage_independent = {"general": late, "specific": late}
-        self.unlabelled_prompts = False
+        self.unlabelled_prompts = False  # the mixture stage: entropy on unlabelled prompts
         self._hooks: list[Any] = []
 
     def mixture_weights(self) -> Tensor:
@@ -75,6 +76,13 @@ class MoLoRec(LoRARec):
                 for k, name in enumerate(("default", "specific")):
                     self._hooks.append(layer.lora_B[name].register_forward_hook(
                         lambda _m, _i, out, li=layer_idx, k=k: out * self.mixture_weights()[li, k]))
+
+    def stage_data(self, stage: str) -> StageData:
+        """All domains (general), the target (specific), or the target's validation prompts
+        and candidates without their labels (mixture)."""
+        if stage == "mixture":
+            return StageData(part="unlabelled")
+        return super().stage_data(stage)  # the domains begin_stage chose
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         if not self.unlabelled_prompts:

@@ -9,24 +9,31 @@ per domain on that domain alone and merge them (task arithmetic, TIES) with the 
 peft operations.
 
 Each LoRA is one stage of the runner's stage protocol (its own checkpoint, metrics
-prefixed with the stage name, selected on the target's validation set); the merge runs
-after the last stage, before the test.
+prefixed with the stage name, selected on the target's validation set; its training
+domains asked of the dataset through ``stage_data``); the merge runs after the last
+stage, before the test.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from harness.api import choice
 from harness.methods.llmrec import LoRARec
+
+#: the ``combination_type`` values of peft's ``add_weighted_adapter`` used here (``density``
+#: applies to ``ties``)
+COMBINATIONS = ("cat", "linear", "svd", "ties")
 
 
 class _MergedLoRAs(LoRARec):
     """Several LoRAs on one base, each trained in its own stage, merged before testing."""
 
-    def __init__(self, data: Any, combination: str = "cat", density: float = 0.5, **kw: Any):
-        super().__init__(data, **kw)
-        self.target = data.target
-        self.sources = [d for d in data.splits if d != data.target]
+    def __init__(self, info: Any, combination: str = "cat", density: float = 0.5, **kw: Any):
+        choice("combination", combination, COMBINATIONS)
+        super().__init__(info, **kw)
+        self.target = info.target
+        self.sources = [d for d in info.splits if d != info.target]
         self.stage_domains = self._stage_domains()
         self.stages = tuple(self.stage_domains)
         # the combination acts only in finish_stages: merge-linear and merge-ties share LoRAs

@@ -1,4 +1,5 @@
-"""Tests for the Amazon Reviews readers, preprocessing, splits, groups and fingerprint."""
+"""Tests for the Amazon Reviews readers, preprocessing, splits, groups, and the raw-file
+fingerprint (:func:`harness.cache.fingerprint`) the Amazon datasets key their caches by."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.cache import fingerprint
 from harness.errors import DataFormatError, UserError
 
 # Imported by name: ruff's isort sorts `harness.datasets` (mapped from datasets/) as third-party
@@ -385,16 +387,16 @@ def test_item_and_user_groups():
 def test_fingerprint(tmp_path):
     a = write(tmp_path / "a.json", ["x" * 100])
     b = write(tmp_path / "b.json", ["y"])
-    fp = ar.fingerprint([a, b])
+    fp = fingerprint([a, b])
     assert len(fp) == 16 and int(fp, 16) >= 0
-    assert ar.fingerprint([b, a]) == fp  # order-independent
+    assert fingerprint([b, a]) == fp  # order-independent
     write(a, ["x" * 99 + "z"])  # same size, different content
-    assert ar.fingerprint([a, b]) != fp
+    assert fingerprint([a, b]) != fp
     # large file: a change in the tail is seen
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(9 << 20))
-    fp_big = ar.fingerprint([big])
+    fp_big = fingerprint([big])
     with open(big, "r+b") as fh:
         fh.seek(-10, os.SEEK_END)
         fh.write(b"0123456789")
-    assert ar.fingerprint([big]) != fp_big
+    assert fingerprint([big]) != fp_big

@@ -62,3 +62,34 @@ def test_cold_items_never_reach_training(tmp_path):
     assert not any(i in split.cold_items for _, h, _, _, _ in split.test for i in h)
     cold = [row for row in split.test if row[4]]
     assert cold and all(row[2] in split.cold_items for row in cold)
+
+
+def test_datamodule_serves_the_domains_a_stage_asks_for(tmp_path, monkeypatch):
+    import pytest
+
+    from harness.api import StageData
+    from harness.datasets.amazon_seq import AmazonSeqDataModule
+    from harness.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    dm = AmazonSeqDataModule(domains=("Beauty", "Toys"), target="Toys", n_candidates=10,
+                             synthetic={"n_users": 40, "n_items": 40}, pretrain={"steps": 2})
+
+    def served():
+        return [row for batch in dm.train_dataloader() for row in
+                (batch if isinstance(batch, list) else batch["input_ids"].tolist())]
+
+    n = {d: sum(min(len(s) - 1, dm.examples_per_user) for s in dm.info.splits[d].train
+                if len(s) > 1) for d in dm.domains}
+    assert len(served()) == n["Toys"]  # default: the target alone
+    dm.use_stage_data(StageData(domains=("Beauty", "Toys")))
+    assert len(served()) == n["Beauty"] + n["Toys"]
+    dm.use_stage_data(StageData(part="unlabelled"))
+    rows = served()
+    assert len(rows) == len(dm.info.splits["Toys"].valid)
+    assert all(len(r) == 2 and len(r[1]) == 10 for r in rows)  # (prompt, candidates), no label
+    for bad in (StageData(part="base"), StageData(domains=("Books",)),
+                StageData(part="unlabelled", domains=("Beauty",)),
+                StageData(options={"keep": {}})):
+        with pytest.raises(UserError):
+            dm.use_stage_data(bad)

@@ -70,13 +70,16 @@ def test_update_changes_only_the_located_lora_modules(workdir):
     assert abs(float(model.cost[1]) - 0.5) < 1e-6  # trainable_share
     assert model.keep is not None and set(model.keep) == set(dm.info.split.update)
     before = {n: p.detach().clone() for n, p in model.lora_params().items()}
-    from harness.datasets.amazon_seq import _collate_lm
+    from harness.datasets.amazon_seq import collate_lm
 
-    rows = [(dm.encode_prompt(h), dm.encode_title(t)) for h, t in model.train_data(dm)[:8]]
+    request = model.stage_data("update")
+    assert request.part == "update" and request.options["keep"] is model.keep
+    dm.use_stage_data(request)
+    rows = [(dm.encode_prompt(h), dm.encode_title(t)) for h, t in dm.stage_examples()[:8]]
     opt = model.configure_optimizers()
     model.log = lambda *a, **k: None
     for _ in range(3):
-        loss = model.training_step(_collate_lm(rows), 0)
+        loss = model.training_step(collate_lm(rows), 0)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -91,7 +94,7 @@ def test_update_changes_only_the_located_lora_modules(workdir):
 
 def test_proximal_penalty_pulls_towards_the_base_lora(workdir):
     dm = AmazonEvoDataModule(**DATA)
-    from harness.datasets.amazon_seq import _collate_lm
+    from harness.datasets.amazon_seq import collate_lm
 
     rows = [(dm.encode_prompt(h), dm.encode_title(t)) for h, t in dm.update_examples()[:4]]
     losses = {}
@@ -104,7 +107,7 @@ def test_proximal_penalty_pulls_towards_the_base_lora(workdir):
         with torch.no_grad():
             for p in model.lora_params().values():
                 p.add_(0.1)
-        losses[mode] = model.training_step(_collate_lm(rows), 0).item()
+        losses[mode] = model.training_step(collate_lm(rows), 0).item()
     n = sum(p.numel() for p in model.lora_params().values())
     assert abs(losses["proximal"] - losses["finetune"] - 0.5 * 10.0 * n * 0.01) < 1e-2 * n * 0.05
 

@@ -69,7 +69,7 @@ def test_evo_datamodule_serves_both_periods(tmp_path, monkeypatch):
     dm = AmazonEvoDataModule(n_candidates=10, synthetic={"n_users": 120, "n_items": 80},
                              pretrain={"steps": 5})
     s = dm.info.split
-    assert dm.stats["users_active"] == len(s.update) > 0
+    assert dm.stats()["users_active"] == len(s.update) > 0
     base, update = dm.base_examples(), dm.update_examples()
     assert len(update) == sum(len(v) for v in s.update.values())
     keep = {u: [] for u in s.update}  # Forget everything: histories start at the new items
@@ -78,3 +78,28 @@ def test_evo_datamodule_serves_both_periods(tmp_path, monkeypatch):
     assert base and next(iter(dm.train_dataloader()))["input_ids"].shape[0] == dm.batch_size
     prompt, cands, group = next(iter(dm.val_dataloader()))
     assert group in ("active", "inactive") and len(cands) == 10 and prompt[0] == 2
+
+
+def test_evo_datamodule_serves_the_part_a_stage_asks_for(tmp_path, monkeypatch):
+    import pytest
+
+    from harness.api import StageData
+    from harness.datasets.amazon_evo import AmazonEvoDataModule
+    from harness.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    dm = AmazonEvoDataModule(n_candidates=10, synthetic={"n_users": 120, "n_items": 80},
+                             pretrain={"steps": 5})
+    base, update = dm.base_examples(), dm.update_examples()
+    assert dm.stage_examples() == base  # the default request: the base period
+    keep = {u: [] for u in dm.info.split.update}
+    for request, expected in ((StageData(part="base"), base), (StageData(part="update"), update),
+                              (StageData(part="update", options={"keep": keep}),
+                               dm.update_examples(keep)),
+                              (StageData(part="all"), base + update), (StageData(), base)):
+        dm.use_stage_data(request)
+        assert dm.stage_examples() == expected, request
+    for bad in (StageData(part="unlabelled"), StageData(part="all", options={"keep": keep}),
+                StageData(part="base", domains=("Books",))):
+        with pytest.raises(UserError):
+            dm.use_stage_data(bad)

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from harness import tracking
+from harness.backbones import TextCodec
 from harness.cli import main
 from harness.datasets.amazon_seq import AmazonSeqDataModule, MultiDomainConfig, write_multidomain
-from harness.methods.llmrec import TextCodec, score_candidates
+from harness.methods.llmrec import score_candidates
 
 DOMAINS = ("Beauty", "Clothing_Shoes_and_Jewelry", "Sports_and_Outdoors")
 

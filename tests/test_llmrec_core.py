@@ -46,9 +46,9 @@ def test_candidate_metrics_hand_computed():
 
 
 def test_pretraining_teaches_the_catalogue_language_and_is_cached(tmp_path):
+    from harness.backbones import SmallLMConfig, pretrain_small_lm
     from harness.datasets import amazon_readers as ar
     from harness.datasets.amazon_seq import MultiDomainConfig, write_multidomain
-    from harness.methods.llmrec import SmallLMConfig, pretrain_small_lm
 
     cfg = MultiDomainConfig(domains=("Beauty", "Toys"), n_users=60, n_items=400, seed=1)
     write_multidomain(tmp_path / "data", cfg)

@@ -21,9 +21,9 @@ def test_lora_rec_runs_and_trains_only_the_adapter(workdir):
                              synthetic={"n_users": 80, "n_items": 60}, pretrain={"steps": 30})
     model = LoRARec(dm.info, lr=0.01)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    from harness.datasets.amazon_seq import _collate_lm
+    from harness.datasets.amazon_seq import collate_lm
 
-    batch = _collate_lm(dm._train_examples(["Toys"])[:8])
+    batch = collate_lm(dm._train_examples(["Toys"])[:8])
     opt = model.configure_optimizers()
     model.log = lambda *a, **k: None
     for _ in range(3):

@@ -3,6 +3,7 @@
 import torch
 from helpers import run_bench, tiny_seq_bench
 
+from harness.api import StageData
 from harness.datasets.amazon_seq import AmazonSeqDataModule
 from harness.methods.molorec import MoLoRec
 
@@ -48,6 +49,19 @@ def test_merged_adapter_reproduces_the_mixture_at_one_lora_cost(workdir):
     n_each = sum(layer.lora_A["default"].weight.numel() + layer.lora_B["default"].weight.numel()
                  for layer in model.lora_layers)
     assert n_merged == 2 * n_each
+
+
+def test_each_stage_asks_for_its_data(workdir):
+    dm = AmazonSeqDataModule(**DATA)
+    model = MoLoRec(dm.info)
+    expected = {"general": StageData(domains=("Beauty", "Toys")),
+                "specific": StageData(domains=("Toys",)), "mixture": StageData(part="unlabelled")}
+    for stage in model.stages:
+        model.begin_stage(stage)
+        assert model.stage_data(stage) == expected[stage]
+        dm.use_stage_data(model.stage_data(stage))
+    prompt, cands = next(iter(dm.train_dataloader()))[0]  # mixture: prompts and candidates
+    assert isinstance(prompt[0], int) and len(cands) == 10
 
 
 def test_mixture_training_lowers_entropy_on_unlabelled_prompts(workdir):

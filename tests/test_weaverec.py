@@ -3,6 +3,7 @@
 import torch
 from helpers import run_bench, tiny_seq_bench
 
+from harness.api import StageData
 from harness.datasets.amazon_seq import AmazonSeqDataModule
 from harness.methods.weaverec import MergeLoRA, WeaveRec
 
@@ -25,7 +26,7 @@ def test_weave_stages_and_merge_is_the_average_of_deltas(workdir):
     assert model.stage_domains["hybrid-Beauty"] == ["Toys", "Beauty"]
     for stage in model.stages:
         model.begin_stage(stage)
-        assert model.train_domains() == model.stage_domains[stage]
+        assert model.stage_data(stage) == StageData(domains=tuple(model.stage_domains[stage]))
         for n, p in model.model.named_parameters():  # give every adapter a non-zero delta
             if "lora_B" in n and p.requires_grad:
                 torch.nn.init.normal_(p, std=0.05)
