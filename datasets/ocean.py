@@ -1,16 +1,21 @@
 """Ocean datasets: the eddy-parameterization set and the forecasting set (DataModules).
 
-Both read CF netCDF in the GLORYS layout through :func:`ocean_reader.open_ocean`. Without
-``data_dir`` they first write the synthetic eddy simulation (:mod:`ocean_sim`), cached by
-its arguments under ``cache_dir/synthetic``, and read it back through the same reader.
-Processed tensors are cached under ``cache_dir/processed``, keyed by the raw files'
-fingerprint and the preprocessing arguments.
+Both are :class:`harness.api.DataModule` s that read CF netCDF in the GLORYS layout through
+:func:`harness.datasets.ocean_reader.open_ocean`. Without ``data_dir`` they first write the
+synthetic eddy simulation (:mod:`harness.datasets.ocean_sim`), cached by its arguments under
+``cache_dir/synthetic``, and read it back through the same reader; with ``DATA=<dir>`` the
+default :class:`harness.api.RealData` they declare points ``data_dir`` at the directory. Processed data is
+cached under ``cache_dir/processed`` (:mod:`harness.cache`), keyed by the raw files'
+fingerprint and the preprocessing arguments. Sizes and periods are tagged on every run
+through ``stats()``. Bad files or parameters raise :class:`harness.errors.UserError` s.
 
 * :class:`EddyDataModule` (``ocean-eddy``): from high-resolution QG snapshots, coarse
   inputs ``(u, v)`` per layer on the ``nx_lo`` grid and the subgrid momentum forcing
   targets ``(Su, Sv)`` = coarsened high-res advection minus low-res advection of the
   coarsened state (:func:`qg.subgrid_forcing`), chronological train/val/test split, and
-  the references of the online (a-posteriori) test.
+  the references of the online (a-posteriori) test. Its metadata :class:`EddyInfo` also runs
+  that test (:meth:`EddyInfo.run_online`) and builds the low-resolution model
+  (:meth:`EddyInfo.qg_model`), so the methods need nothing from the QG solver itself.
 * :class:`ForecastDataModule` (``ocean-forecast``): windows of past days of 3-D fields
   and 2-D surface fields in, the next ``t_out`` days out, normalised with statistics of
   the training years computed lazily; land mask, cos(latitude) weights and a
@@ -22,22 +27,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as L
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from harness.api import DataModule, RealData, choice
+from harness.cache import atomic_file, cached_dir, fingerprint, stable_hash
 from harness.datasets import ocean_sim
-from harness.datasets.amazon import cached_dir
-from harness.datasets.amazon_readers import fingerprint
-from harness.datasets.ocean_reader import OceanDataError, open_ocean
+from harness.datasets.ocean_reader import open_ocean
 from harness.datasets.qg import DAY, QGConfig, QGModel, subgrid_forcing
-from harness.errors import UserError
+from harness.errors import DataFormatError, UserError
 from harness.metrics import ocean as om
 
 LAYERS = ("upper", "lower")
@@ -46,8 +51,28 @@ LAYERS = ("upper", "lower")
 def _nc_files(d: Path) -> list[Path]:
     files = sorted(d.glob("*.nc"))
     if not files:
-        raise UserError(f"no netCDF files (*.nc) in {d}")
+        raise DataFormatError(f"no netCDF files (*.nc) in {d}; point DATA= (data_dir) at a "
+                              "directory of netCDF files in the GLORYS layout")
     return files
+
+
+def _eddy_sim(sim: Mapping[str, Any] | None) -> ocean_sim.EddySim:
+    """The simulation ``sim`` overrides, its unknown keys refused by name."""
+    known = {f.name for f in dataclasses.fields(ocean_sim.EddySim)}
+    if sim is not None and not isinstance(sim, Mapping):
+        raise UserError(f"sim must be a mapping of simulation settings ({', '.join(sorted(known))}), "
+                        f"got {sim!r}")
+    unknown = sorted(set(sim or {}) - known)
+    if unknown:
+        raise UserError(f"sim: unknown settings {unknown}; use some of {', '.join(sorted(known))}")
+    return ocean_sim.EddySim(**(sim or {}))
+
+
+def _positive_int(name: str, value: Any, low: int = 1) -> None:
+    """Refuse a ``value`` that is not a whole number >= ``low`` (``4.0`` passes, as before)."""
+    whole = isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer()
+    if not whole or value < low:
+        raise UserError(f"{name} must be a whole number >= {low}, got {value!r}")
 
 
 def _synthetic_dir(cache_dir: Path, sim: ocean_sim.EddySim) -> Path:
@@ -125,7 +150,19 @@ class EddyInfo:
     online: dict[str, Any]  # days, discard_days, every_days, kmax
     reference: OnlineStats  # high-resolution statistics over the test period
     noparam: OnlineStats  # the low-resolution model without parameterization
-    stats: dict[str, Any] = field(default_factory=dict)
+
+    def run_online(self, uv_parameterization: Callable[[QGModel], tuple[Tensor, Tensor]] | None = None
+                   ) -> OnlineStats:
+        """The online test: the low-resolution model from ``online_q0`` with the momentum
+        parameterization ``uv_parameterization(model) -> (du, dv)`` inside (:func:`online_run`)."""
+        o = self.online
+        return online_run(self.cfg_lo, self.online_q0, o["days"], o["discard_days"], o["every_days"],
+                          uv_parameterization=uv_parameterization)
+
+    def qg_model(self, device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float64) -> QGModel:
+        """A low-resolution model (``cfg_lo``), e.g. for its spectral derivative operators."""
+        return QGModel(self.cfg_lo, device=device, dtype=dtype)
 
     def distances(self, run: OnlineStats) -> dict[str, np.ndarray]:
         """Spectrum and KE-distribution distances of a run to the high-res reference."""
@@ -145,18 +182,23 @@ class EddyInfo:
         return out
 
 
-class _OceanFiles:
+class _OceanFiles(DataModule):
     """The netCDF files a DataModule reads: ``data_dir`` (its ``product`` subdirectory when
     present), or the synthetic simulation's ``product`` written first; and their fingerprint.
-    Also the parts both ocean DataModules share: ``info`` (after :meth:`setup`) and the three
-    loaders over the subclass's ``_loader(part, shuffle)``."""
+    Also the parts both ocean DataModules share: ``info`` and ``stats()`` (after
+    :meth:`setup`) and the three loaders over the subclass's ``_loader(part, shuffle)``.
 
+    ``DATA=<dir>`` sets ``data_dir`` (the default :class:`RealData`: ``DATASET`` picks one of
+    the benchmark's dataset labels); ``sim`` stays, unused with ``data_dir``, as before."""
+
+    real_data = RealData()
     product: str
     data_dir: str | None
     cache_dir: Path
     sim: ocean_sim.EddySim
     _fingerprint: str | None
     _info: Any
+    _stats: dict[str, Any]
 
     def setup(self, stage: str | None = None) -> None:
         raise NotImplementedError
@@ -172,6 +214,12 @@ class _OceanFiles:
         assert self._info is not None
         return self._info
 
+    def stats(self) -> dict[str, Any]:
+        """Sizes and periods of the set (``data.<name>`` tags), set up on first use."""
+        if self._info is None:
+            self.setup()
+        return dict(self._stats)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
 
@@ -186,7 +234,8 @@ class _OceanFiles:
             return _synthetic_dir(self.cache_dir, self.sim) / self.product
         d = Path(self.data_dir).expanduser()
         if not d.is_dir():
-            raise UserError(f"data directory {d} does not exist")
+            raise DataFormatError(f"data directory {d} does not exist; point DATA= (data_dir) at a "
+                                  "directory of netCDF files")
         return d / self.product if (d / self.product).is_dir() else d
 
     def fingerprint(self) -> str:
@@ -195,7 +244,7 @@ class _OceanFiles:
         return self._fingerprint
 
 
-class EddyDataModule(_OceanFiles, L.LightningDataModule):
+class EddyDataModule(_OceanFiles):
     """Subgrid momentum forcing from high-resolution QG runs (the eddy CNN's data).
 
     ``data_dir``: a directory of high-resolution snapshots written by
@@ -207,7 +256,8 @@ class EddyDataModule(_OceanFiles, L.LightningDataModule):
     pyqg benchmarks' Operator 1) truncates to the coarse grid and applies the coarse model's
     own exponential filter, so coarse-grained states have the spectral shape of the
     low-resolution model's states, which the parameterization then sees online;
-    ``"gaussian"`` is Operator 2 (a Gaussian of width 2 dx_lo, the GZ21 choice).
+    ``"gaussian"`` is Operator 2 (a Gaussian of width 2 dx_lo, the GZ21 choice); ``"sharp"``
+    truncates only.
     """
 
     product = "hires"
@@ -220,11 +270,15 @@ class EddyDataModule(_OceanFiles, L.LightningDataModule):
                  cache_dir: str = ".cache/harness", seed: int = 0, num_workers: int = 0):
         super().__init__()
         self.data_dir = data_dir
-        self.sim = ocean_sim.EddySim(**(sim or {}))
+        self.sim = _eddy_sim(sim)
+        if isinstance(nx_lo, bool) or not isinstance(nx_lo, int) or nx_lo < 4 or nx_lo % 2:
+            raise UserError(f"nx_lo must be an even integer >= 4 (the low-resolution grid), got {nx_lo!r}")
         self.nx_lo = nx_lo
-        self.filter = filter
-        self.split = tuple(split)
+        self.filter = choice("filter", filter, ("model", "gaussian", "sharp"))
+        self.split = _fractions(split)
+        _positive_int("batch_size", batch_size)
         self.batch_size = batch_size
+        _positive_int("online_members", online_members)
         self.online = {"days": online_days, "discard_days": online_discard_days,
                        "every_days": online_every_days, "members": online_members}
         self.cache_dir = Path(cache_dir)
@@ -232,10 +286,9 @@ class EddyDataModule(_OceanFiles, L.LightningDataModule):
         self.num_workers = num_workers
         self._fingerprint: str | None = None
         self._info: EddyInfo | None = None
+        self._stats: dict[str, Any] = {}
 
     def _processed_path(self) -> Path:
-        from harness.spec import stable_hash
-
         key = stable_hash({"fp": self.fingerprint(), "nx_lo": self.nx_lo, "filter": self.filter,
                            "split": self.split, "online": self.online, "v": 2})
         return self.cache_dir / "processed" / f"ocean-eddy-{key}.pt"
@@ -244,30 +297,40 @@ class EddyDataModule(_OceanFiles, L.LightningDataModule):
         path = self._processed_path()
         if path.exists():
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{id(self)}")
-        torch.save(self._process(), tmp)
-        tmp.replace(path)
+        with atomic_file(path) as tmp:
+            torch.save(self._process(), tmp)
 
     def _process(self) -> dict[str, Any]:
         files = _nc_files(self.raw_dir())
         data = open_ocean(files, variables=("uo", "vo"), chunks=None)
         cfg_json = data.ds.attrs.get("qg_config")
         if cfg_json is None:
-            raise OceanDataError(
+            raise DataFormatError(
                 f"{files[0]} has no 'qg_config' attribute: the eddy benchmark learns the subgrid "
                 "forcing of the two-layer QG model and needs high-resolution QG snapshots written "
                 "by harness.datasets.ocean_sim.simulate (reanalysis files carry no QG state)")
-        cfg_hi = QGConfig(**json.loads(cfg_json))
-        if data.ds.sizes["lat"] != cfg_hi.nx or data.ds.sizes["depth"] != 2:
-            raise OceanDataError(f"expected 2 layers on a {cfg_hi.nx}^2 grid, got {dict(data.ds.sizes)}")
+        try:
+            cfg_hi = QGConfig(**json.loads(cfg_json))
+        except (TypeError, ValueError) as exc:
+            raise DataFormatError(
+                f"{files[0]}: its 'qg_config' attribute is not a QG model configuration ({exc}); "
+                "write the snapshots with harness.datasets.ocean_sim.simulate") from None
+        sizes = dict(data.ds.sizes)
+        if sizes.get("lat") != cfg_hi.nx or sizes.get("lon") != cfg_hi.nx or sizes.get("depth") != 2:
+            raise DataFormatError(
+                f"{files[0]}: expected uo, vo on 2 layers on a {cfg_hi.nx}^2 grid (its qg_config), "
+                f"got {sizes}; write the snapshots with harness.datasets.ocean_sim.simulate")
+        if self.nx_lo > cfg_hi.nx:
+            raise UserError(f"nx_lo {self.nx_lo} is finer than the high-resolution grid "
+                            f"({cfg_hi.nx}) of {files[0]}; choose nx_lo <= {cfg_hi.nx}")
         cfg_lo = dataclasses.replace(cfg_hi, nx=self.nx_lo)
         u_all = np.nan_to_num(data.ds.uo.values.astype(np.float64))
         v_all = np.nan_to_num(data.ds.vo.values.astype(np.float64))
         n = len(u_all)
         n_train, n_val = int(n * self.split[0]), int(n * self.split[1])
         if min(n_train, n_val, n - n_train - n_val) < 1:
-            raise UserError(f"{n} snapshots are too few to split {self.split}")
+            raise UserError(f"{n} snapshots are too few to split {self.split}; use more snapshots "
+                            "or other split fractions")
         hi = None
         xs, ys, qs, specs, kes = [], [], [], [], []
         for s in range(0, n, 8):
@@ -307,14 +370,14 @@ class EddyDataModule(_OceanFiles, L.LightningDataModule):
         a, b = d["n_train"], d["n_train"] + d["n_val"]
         self.x, self.y = d["x"], d["y"]
         self.parts = {"train": slice(0, a), "val": slice(a, b), "test": slice(b, len(self.x))}
+        self._stats = {"snapshots": len(self.x), "train": a, "val": b - a, "test": len(self.x) - b,
+                       "nx_lo": self.nx_lo, "first": d["times"][0], "last": d["times"][-1]}
         self._info = EddyInfo(
             cfg_lo=QGConfig(**d["cfg_lo"]), in_names=("u_upper", "u_lower", "v_upper", "v_lower"),
             out_names=("Su_upper", "Su_lower", "Sv_upper", "Sv_lower"),
             in_scale=self.x[:a].std(dim=(0, 2, 3)), out_scale=self.y[:a].std(dim=(0, 2, 3)),
             online_q0=d["q0"], online={**self.online, "kmax": int(0.65 * self.nx_lo / 2)},
-            reference=OnlineStats(**d["reference"]), noparam=OnlineStats(**d["noparam"]),
-            stats={"snapshots": len(self.x), "train": a, "val": b - a, "test": len(self.x) - b,
-                   "nx_lo": self.nx_lo, "first": d["times"][0], "last": d["times"][-1]})
+            reference=OnlineStats(**d["reference"]), noparam=OnlineStats(**d["noparam"]))
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         sl = self.parts[part]
@@ -346,7 +409,6 @@ class ForecastInfo:
     weights: Tensor  # [H, W] cos(lat), mean 1 over surface ocean points
     clim3: Tensor  # [366, C3, D, H, W] normalised day-of-year climatology of the training years
     clim2: Tensor  # [366, C2, H, W]
-    stats: dict[str, Any] = field(default_factory=dict)
     periodic: bool = False  # doubly periodic domain (the QG simulation), not a regional sea
 
     def denorm3(self, x: Tensor) -> Tensor:
@@ -381,7 +443,7 @@ class _Windows(Dataset):
         return f3[:a], f2[:a], f3[a:], f2[a:], torch.from_numpy(self.doy[s:s + b].astype(np.int64))
 
 
-class ForecastDataModule(_OceanFiles, L.LightningDataModule):
+class ForecastDataModule(_OceanFiles):
     """Daily 3-D ocean fields plus 2-D surface fields for multi-day forecasting.
 
     ``data_dir``: GLORYS-style netCDF files (one directory; ``daily/`` inside is used when
@@ -407,16 +469,35 @@ class ForecastDataModule(_OceanFiles, L.LightningDataModule):
                  batch_size: int = 8, periodic: bool | None = None,
                  cache_dir: str = ".cache/harness", seed: int = 0, num_workers: int = 0):
         super().__init__()
-        self.data_dir, self.sim = data_dir, ocean_sim.EddySim(**(sim or {}))
+        self.data_dir, self.sim = data_dir, _eddy_sim(sim)
         # the built-in simulation is doubly periodic; real data is a regional sea unless told
         self.periodic = data_dir is None if periodic is None else bool(periodic)
+        for name, value in (("coarsen", coarsen), ("t_in", t_in), ("t_out", t_out),
+                            ("train_stride", train_stride), ("eval_stride", eval_stride),
+                            ("batch_size", batch_size)):
+            _positive_int(name, value)
+        if val_stride is not None:
+            _positive_int("val_stride", val_stride)
+        _positive_int("clim_window", clim_window, 0)
         self.val_stride = eval_stride if val_stride is None else int(val_stride)
+        for name, names in (("var3", var3), ("var2", var2)):
+            if isinstance(names, str) or not all(isinstance(v, str) for v in names):
+                raise UserError(f"{name} must be a list of variable names, got {names!r}")
+        if not var3:
+            raise UserError("var3 must name at least one 3-D variable (e.g. [thetao, uo, vo])")
         self.var3, self.var2 = tuple(var3), tuple(var2)
+        if region is not None and (not isinstance(region, list | tuple) or len(region) != 4):
+            raise UserError(f"region must be [lat_min, lat_max, lon_min, lon_max], got {region!r}")
+        if time is not None and (not isinstance(time, list | tuple) or len(time) != 2):
+            raise UserError(f"time must be [start, end] (ISO dates), got {time!r}")
         self.region = tuple(region) if region is not None else None
         self.depth = list(depth) if isinstance(depth, list | tuple) else depth
         self.time = tuple(time) if time is not None else None
         self.coarsen = int(coarsen)
         self.t_in, self.t_out = int(t_in), int(t_out)
+        if not isinstance(split, list | tuple) or len(split) != 2:
+            raise UserError(f"split must be two fractions (train, val) or two ISO dates "
+                            f"[val_start, test_start], got {split!r}")
         self.split = list(split)
         self.train_stride, self.eval_stride = train_stride, eval_stride
         self.clim_window = clim_window
@@ -424,10 +505,9 @@ class ForecastDataModule(_OceanFiles, L.LightningDataModule):
         self.cache_dir = Path(cache_dir)
         self._fingerprint: str | None = None
         self._info: ForecastInfo | None = None
+        self._stats: dict[str, Any] = {}
 
     def _processed_dir(self) -> Path:
-        from harness.spec import stable_hash
-
         key = stable_hash({"fp": self.fingerprint(), "var3": self.var3, "var2": self.var2,
                            "region": self.region, "depth": self.depth, "time": self.time,
                            "coarsen": self.coarsen, "split": self.split, "clim": self.clim_window,
@@ -443,10 +523,15 @@ class ForecastDataModule(_OceanFiles, L.LightningDataModule):
             a, b = int(n * self.split[0]), int(n * (self.split[0] + self.split[1]))
         else:
             t = np.array([np.datetime64(str(x)[:10]) for x in times])
-            a, b = (int(np.searchsorted(t, np.datetime64(str(s)))) for s in self.split)
+            try:
+                a, b = (int(np.searchsorted(t, np.datetime64(str(s)))) for s in self.split)
+            except ValueError:
+                raise UserError(f"split {self.split}: give two fractions or two ISO dates "
+                                "[val_start, test_start] such as 2015-01-01") from None
         if a < self.t_in + self.t_out or b - a < self.t_in + self.t_out or n - b < self.t_in + self.t_out:
             raise UserError(f"split {self.split} of {n} days leaves a period shorter than one "
-                            f"window (t_in {self.t_in} + t_out {self.t_out})")
+                            f"window (t_in {self.t_in} + t_out {self.t_out}); use more days, a "
+                            "shorter window or other split points")
         return a, b
 
     def _process(self, out: Path) -> None:
@@ -517,16 +602,16 @@ class ForecastDataModule(_OceanFiles, L.LightningDataModule):
         }
         t = lambda k: torch.from_numpy(np.ascontiguousarray(m[k]))  # noqa: E731
         times = json.loads((d / "times.json").read_text())
+        self._stats = {"days": nt, "train_days": a, "val_days": b - a, "test_days": nt - b,
+                       "grid": "x".join(str(s) for s in m["mask3"].shape), "first": times[0][:10],
+                       "test_start": times[b][:10], "last": times[-1][:10],
+                       "train_windows": len(self.starts["train"]),
+                       "test_windows": len(self.starts["test"])}
         self._info = ForecastInfo(
             var3=self.var3, var2=self.var2, depth=m["depth"], lat=m["lat"], lon=m["lon"],
             t_in=self.t_in, t_out=self.t_out, mean3=t("mean3"), std3=t("std3"), mean2=t("mean2"),
             std2=t("std2"), mask3=t("mask3"), mask2=t("mask2"), weights=t("weights"),
-            clim3=t("clim3"), clim2=t("clim2"),
-            stats={"days": nt, "train_days": a, "val_days": b - a, "test_days": nt - b,
-                   "grid": "x".join(str(s) for s in m["mask3"].shape), "first": times[0][:10],
-                   "test_start": times[b][:10], "last": times[-1][:10],
-                   "train_windows": len(self.starts["train"]), "test_windows": len(self.starts["test"])},
-            periodic=self.periodic)
+            clim3=t("clim3"), clim2=t("clim2"), periodic=self.periodic)
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         d = self._processed_dir()
@@ -535,6 +620,16 @@ class ForecastDataModule(_OceanFiles, L.LightningDataModule):
         g = torch.Generator().manual_seed(self.seed)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle,
                           generator=g if shuffle else None, num_workers=self.num_workers)
+
+
+def _fractions(split: Any) -> tuple[float, float]:
+    """``split`` as given (a pair of fractions for training and validation), or a UserError."""
+    ok = (isinstance(split, list | tuple) and len(split) == 2
+          and all(isinstance(f, int | float) and not isinstance(f, bool) for f in split))
+    if not ok or not (split[0] > 0 and split[1] > 0 and split[0] + split[1] < 1):
+        raise UserError(f"split must be two fractions (train, val) > 0 with a sum below 1, "
+                        f"got {split!r}")
+    return tuple(split)
 
 
 def _day_of_year(t: Any) -> int:

@@ -27,6 +27,10 @@ What a caller must know:
 * With ``chunks`` (default ``{"time": 32}``, keys in canonical dim names) arrays are dask-backed and
   nothing is read until computed; with ``chunks=None`` a single file is lazily indexed but not
   dask-backed (several files are always dask-backed, with the files' own chunking).
+* Errors: a missing path, no ``.nc`` file, an unreadable file, files that do not combine, a missing
+  variable or coordinate, or a selection that matches nothing raise
+  :class:`~harness.errors.DataFormatError`, one line naming the file (and what it holds) and what to
+  do; a malformed ``region``, ``depth`` or ``time`` raises :class:`~harness.errors.UserError`.
 """
 
 from __future__ import annotations
@@ -47,11 +51,12 @@ import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike
 
+from harness.errors import DataFormatError, UserError
+
 __all__ = [
     "CANONICAL_VARIABLES",
     "VARIABLE_ALIASES",
     "OceanData",
-    "OceanDataError",
     "open_ocean",
     "write_glorys",
 ]
@@ -86,6 +91,7 @@ _CF_ATTRS: dict[str, tuple[str, str, str]] = {  # name -> (standard_name, units,
     "zos": ("sea_surface_height_above_geoid", "m", "Sea surface height"),
 }
 
+_CF_KIND = {"lat": "latitude", "lon": "longitude", "depth": "depth", "time": "time"}
 _LAT_UNITS = {"degrees_north", "degree_north", "degrees_n", "degree_n", "degreesn", "degreen"}
 _LON_UNITS = {"degrees_east", "degree_east", "degrees_e", "degree_e", "degreese", "degreee"}
 _FALLBACK_NAMES = {
@@ -100,27 +106,33 @@ _FLOAT_FILL = np.float32(1.0e20)
 _PACK_HALF_RANGE = 32766  # packed values lie in [-32766, 32766]; -32767 is the fill value
 
 
-class OceanDataError(ValueError):
-    """A requested variable or a required coordinate is missing (or unusable) in the files."""
-
-
 # --------------------------------------------------------------------------------------------------
 # discovery helpers
 
 
 def _describe(ds: xr.Dataset) -> str:
-    """What a dataset holds: variables with dims and standard_names, coordinates, dimensions."""
-    lines = ["variables:"]
-    for name, var in ds.data_vars.items():
-        sn = var.attrs.get("standard_name")
-        lines.append(f"  {name}{tuple(var.dims)} standard_name={sn!r}")
-    if len(ds.data_vars) == 0:
-        lines.append("  (none)")
+    """What a dataset holds, on one line: variables with dims and standard_names, coordinates,
+    dimensions."""
+    names = [f"{name}{tuple(var.dims)} standard_name={var.attrs.get('standard_name')!r}"
+             for name, var in ds.data_vars.items()]
     coords = ", ".join(f"{name}{tuple(c.dims)}" for name, c in ds.coords.items()) or "(none)"
     dims = ", ".join(f"{d}={n}" for d, n in ds.sizes.items()) or "(none)"
-    lines.append(f"coordinates: {coords}")
-    lines.append(f"dimensions: {dims}")
-    return "\n".join(lines)
+    return f"variables: {', '.join(names) or '(none)'}; coordinates: {coords}; dimensions: {dims}"
+
+
+def _where(files: Sequence[str]) -> str:
+    """The files named in an error: the file, or the directory and count of several."""
+    if len(files) == 1:
+        return str(files[0])
+    parents = {os.path.dirname(f) for f in files}
+    if len(parents) == 1:
+        return f"the {len(files)} files in {parents.pop() or '.'}"
+    return f"{files[0]} and {len(files) - 1} more files"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _bounds_names(ds: xr.Dataset) -> set[Hashable]:
@@ -202,14 +214,16 @@ class _Layout:
         return list(dict.fromkeys([*self.variables.values(), *extra]))
 
 
-def _discover(ds: xr.Dataset, variables: Sequence[str] | None) -> _Layout:
-    """Find the requested variables and the time/depth/lat/lon coordinates, or raise OceanDataError."""
+def _discover(ds: xr.Dataset, variables: Sequence[str] | None, where: str) -> _Layout:
+    """Find the requested variables and the time/depth/lat/lon coordinates of the file ``where``,
+    or raise DataFormatError."""
     if variables is None:
         found = {v: _find_variable(ds, v) for v in CANONICAL_VARIABLES}
         found = {k: v for k, v in found.items() if v is not None}
         if not found:
-            raise OceanDataError(
-                f"none of the variables {list(CANONICAL_VARIABLES)} found; the file has\n{_describe(ds)}"
+            raise DataFormatError(
+                f"{where}: none of the variables {list(CANONICAL_VARIABLES)} found (by name, alias "
+                f"or CF standard_name); give the file one of them. The file has {_describe(ds)}"
             )
     else:
         if isinstance(variables, str):
@@ -217,9 +231,10 @@ def _discover(ds: xr.Dataset, variables: Sequence[str] | None) -> _Layout:
         found = {v: _find_variable(ds, v) for v in variables}
         missing = [k for k, v in found.items() if v is None]
         if missing:
-            raise OceanDataError(
-                f"variable(s) {missing} not found (by name, alias or standard_name); "
-                f"the file has\n{_describe(ds)}"
+            raise DataFormatError(
+                f"{where}: variable(s) {missing} not found (by name, alias or CF standard_name); "
+                f"request only variables the files hold (var3/var2) or add them. The file has "
+                f"{_describe(ds)}"
             )
     found_src: dict[str, Hashable] = {k: v for k, v in found.items() if v is not None}
 
@@ -231,10 +246,10 @@ def _discover(ds: xr.Dataset, variables: Sequence[str] | None) -> _Layout:
     def need(kind: str, ndims: tuple[int, ...], allowed: set[Hashable]) -> Hashable:
         name = _find_coord(ds, kind, allowed, ndims, exclude)
         if name is None:
-            raise OceanDataError(
-                f"no {kind} coordinate found (CF standard_name/units/axis) on the dims "
-                f"{sorted(map(str, allowed))} of {list(found_src.values())}; the file has\n"
-                f"{_describe(ds)}"
+            raise DataFormatError(
+                f"{where}: no {kind} coordinate found (CF standard_name/units/axis) on the dims "
+                f"{sorted(map(str, allowed))} of {list(found_src.values())}; give it CF metadata "
+                f"(e.g. standard_name={_CF_KIND[kind]!r}). The file has {_describe(ds)}"
             )
         return name
 
@@ -243,9 +258,10 @@ def _discover(ds: xr.Dataset, variables: Sequence[str] | None) -> _Layout:
     lat_dims, lon_dims = ds[lat].dims, ds[lon].dims
     if ds[lat].ndim == 1 and ds[lon].ndim == 1:
         if lat_dims == lon_dims:
-            raise OceanDataError(
-                f"latitude {lat!r} and longitude {lon!r} share the dimension "
-                f"{lat_dims[0]!r} (unstructured/station data is not supported)"
+            raise DataFormatError(
+                f"{where}: latitude {lat!r} and longitude {lon!r} share the dimension "
+                f"{lat_dims[0]!r}: unstructured/station data is not supported; regrid it onto a "
+                "latitude-longitude grid"
             )
         ydim, xdim = lat_dims[0], lon_dims[0]
         dims: dict[Hashable, str] = {ydim: "lat", xdim: "lon"}
@@ -255,7 +271,10 @@ def _discover(ds: xr.Dataset, variables: Sequence[str] | None) -> _Layout:
         dims = {ydim: "y", xdim: "x"}
         curvilinear = True
     else:
-        raise OceanDataError(f"latitude {lat!r}{lat_dims} and longitude {lon!r}{lon_dims} do not form a grid")
+        raise DataFormatError(
+            f"{where}: latitude {lat!r}{lat_dims} and longitude {lon!r}{lon_dims} do not form a "
+            "grid; they must be 1-D on two dimensions or 2-D on the same two"
+        )
     time = need("time", (1,), var_dims)
     tdim = ds[time].dims[0]
     dims[tdim] = "time"
@@ -265,18 +284,21 @@ def _discover(ds: xr.Dataset, variables: Sequence[str] | None) -> _Layout:
     for canon, src in found_src.items():
         vdims = ds[src].dims
         if ydim not in vdims or xdim not in vdims:
-            raise OceanDataError(
-                f"variable {src!r}{vdims} (for {canon!r}) is not on the horizontal grid ({ydim!r}, {xdim!r})"
+            raise DataFormatError(
+                f"{where}: variable {src!r}{vdims} (for {canon!r}) is not on the horizontal grid "
+                f"({ydim!r}, {xdim!r}); request variables on the grid only"
             )
         extra = [d for d in vdims if d not in (tdim, ydim, xdim)]
         if len(extra) > 1:
-            raise OceanDataError(
-                f"variable {src!r}{vdims} has more than one non-horizontal, non-time dimension: {extra}"
+            raise DataFormatError(
+                f"{where}: variable {src!r}{vdims} has more than one non-horizontal, non-time "
+                f"dimension {extra}; select one level of the others first"
             )
         zdims.update(extra)
     if len(zdims) > 1:
-        raise OceanDataError(
-            f"the variables use different vertical dimensions {sorted(map(str, zdims))}; open them separately"
+        raise DataFormatError(
+            f"{where}: the variables use different vertical dimensions {sorted(map(str, zdims))}; "
+            "open them separately"
         )
     if zdims:
         zdim = next(iter(zdims))
@@ -344,26 +366,30 @@ def _lon_mask(lon: np.ndarray, lon_min: float, lon_max: float) -> np.ndarray:
     return ((lon - lon_min) % 360.0) <= width
 
 
-def _select_region(ds: xr.Dataset, region: Sequence[float], curvilinear: bool) -> xr.Dataset:
-    if len(region) != 4:
-        raise ValueError(f"region must be (lat_min, lat_max, lon_min, lon_max), got {region!r}")
-    lat_min, lat_max, lon_min, lon_max = (float(r) for r in region)
+def _select_region(ds: xr.Dataset, region: Sequence[float], curvilinear: bool, where: str) -> xr.Dataset:
+    try:
+        lat_min, lat_max, lon_min, lon_max = (float(r) for r in region)
+    except (TypeError, ValueError):
+        raise UserError(f"region must be four numbers (lat_min, lat_max, lon_min, lon_max), "
+                        f"got {region!r}") from None
     if lat_min > lat_max:
-        raise ValueError(f"region: lat_min {lat_min} > lat_max {lat_max}")
+        raise UserError(f"region: lat_min {lat_min} > lat_max {lat_max}; give the southern edge first")
     lat = np.asarray(ds["lat"].values, dtype=np.float64)
     lon = np.asarray(ds["lon"].values, dtype=np.float64)
     if curvilinear:
         inside = (lat >= lat_min) & (lat <= lat_max) & _lon_mask(lon, lon_min, lon_max)
         rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
         if rows.size == 0:
-            raise OceanDataError(f"region {tuple(region)} contains no grid point")
+            raise DataFormatError(f"{where}: region {tuple(region)} contains no grid point; "
+                                  "choose a region inside the files' grid")
         return ds.isel(y=slice(rows[0], rows[-1] + 1), x=slice(cols[0], cols[-1] + 1))
     rows = np.flatnonzero((lat >= lat_min) & (lat <= lat_max))
     cols = np.flatnonzero(_lon_mask(lon, lon_min, lon_max))
     if rows.size == 0 or cols.size == 0:
-        raise OceanDataError(
-            f"region {tuple(region)} contains no grid point "
-            f"(lat {lat.min():g}..{lat.max():g}, lon {lon.min():g}..{lon.max():g})"
+        raise DataFormatError(
+            f"{where}: region {tuple(region)} contains no grid point "
+            f"(lat {lat.min():g}..{lat.max():g}, lon {lon.min():g}..{lon.max():g}); choose a region "
+            "inside the files' grid"
         )
     shifted = lon_min + (lon[cols] - lon_min) % 360.0
     order = np.argsort(shifted, kind="stable")
@@ -374,33 +400,55 @@ def _select_region(ds: xr.Dataset, region: Sequence[float], curvilinear: bool) -
     return out
 
 
-def _select_depth(ds: xr.Dataset, depth: tuple[float, float] | Sequence[float]) -> xr.Dataset:
+def _select_depth(ds: xr.Dataset, depth: tuple[float, float] | Sequence[float], where: str) -> xr.Dataset:
     if "depth" not in ds.dims:
         return ds
     values = np.asarray(ds["depth"].values, dtype=np.float64)
     if isinstance(depth, tuple):
         if len(depth) != 2:
-            raise ValueError(f"depth range must be (min, max), got {depth!r}; pass a list for levels")
-        idx = np.flatnonzero((values >= depth[0]) & (values <= depth[1]))
+            raise UserError(f"depth range must be (min, max), got {depth!r}; pass a list for levels")
+        try:
+            lo, hi = float(depth[0]), float(depth[1])
+        except (TypeError, ValueError):
+            raise UserError(f"depth range must be two numbers (min, max) in m, got {depth!r}") from None
+        idx = np.flatnonzero((values >= lo) & (values <= hi))
     else:
-        wanted = np.atleast_1d(np.asarray(depth, dtype=np.float64))
+        try:
+            wanted = np.atleast_1d(np.asarray(depth, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise UserError(f"depth levels must be numbers (m), got {depth!r}") from None
         idx = np.unique(np.abs(values[None, :] - wanted[:, None]).argmin(axis=1))
     if idx.size == 0:
-        raise OceanDataError(f"depth selection {depth!r} matches no level (levels {values.tolist()})")
+        raise DataFormatError(f"{where}: depth selection {depth!r} matches no level (levels "
+                              f"{values.tolist()}); choose levels the files hold")
     return ds.isel(depth=_as_index(idx))
 
 
-def _select_time(ds: xr.Dataset, time: tuple[Any, Any]) -> xr.Dataset:
-    if len(time) != 2:
-        raise ValueError(f"time must be (start, end), got {time!r}")
+def _select_time(ds: xr.Dataset, time: tuple[Any, Any], where: str) -> xr.Dataset:
+    if isinstance(time, str) or len(time) != 2:
+        raise UserError(f"time must be (start, end), got {time!r}")
     if not ds.indexes["time"].is_monotonic_increasing:
         ds = ds.sortby("time")
-    out = ds.sel(time=slice(time[0], time[1]))
+    try:
+        out = ds.sel(time=slice(time[0], time[1]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"time {time!r} is not a (start, end) pair of dates the files' calendar "
+                        f"understands ({_first_line(exc)}); use ISO dates such as '2020-01-31'") from None
     if out.sizes["time"] == 0:
-        raise OceanDataError(
-            f"time range {time!r} matches no time step ({ds['time'].values[0]} .. {ds['time'].values[-1]})"
+        raise DataFormatError(
+            f"{where}: time range {time!r} matches no time step ({ds['time'].values[0]} .. "
+            f"{ds['time'].values[-1]}); choose dates inside that period"
         )
     return out
+
+
+def _open(path: str, **kwargs: Any) -> xr.Dataset:
+    """``xr.open_dataset``, a file it cannot read reported as a DataFormatError."""
+    try:
+        return xr.open_dataset(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(f"{path} cannot be read as netCDF ({_first_line(exc)}); remove it or "
+                              "replace it with a valid netCDF file") from None
 
 
 def _time_decoding(path: str) -> xr.coders.CFDatetimeCoder | dict[str, Any]:
@@ -408,7 +456,7 @@ def _time_decoding(path: str) -> xr.coders.CFDatetimeCoder | dict[str, Any]:
     (e.g. HYCOM's ``tau``, "hours since analysis"), so one odd auxiliary variable cannot fail the open."""
     coder = xr.coders.CFDatetimeCoder(use_cftime=None)
     per_variable: dict[str, Any] = {}
-    with xr.open_dataset(path, decode_times=False, decode_timedelta=False) as undecoded:
+    with _open(path, decode_times=False, decode_timedelta=False) as undecoded:
         for name, var in undecoded.variables.items():
             if " since " not in str(var.attrs.get("units", "")):
                 continue
@@ -452,9 +500,11 @@ def _resolve_paths(paths: PathLike | Sequence[PathLike]) -> list[str]:
         elif os.path.exists(text):
             files.append(text)
         else:
-            raise FileNotFoundError(f"no such file or directory: {text}")
+            raise DataFormatError(f"no such file or directory: {text}; check the data path")
     if not files:
-        raise FileNotFoundError(f"no netCDF files found for {paths!r}")
+        where = ", ".join(os.fspath(i) for i in items) or "(no path given)"
+        raise DataFormatError(f"no netCDF files (*.nc) found in {where}; point the reader at a "
+                              "directory of .nc files, a file or a glob")
     return files
 
 
@@ -517,7 +567,9 @@ class OceanData:
             mask = mask.isel(depth=depth_index, drop=True)
         ocean = ~mask.values
         if not ocean.any():
-            raise OceanDataError("no ocean point to normalise the latitude weights over")
+            raise DataFormatError(f"{_where(self.paths or ['the data'])}: no ocean point at depth "
+                                  f"level {depth_index} to normalise the latitude weights over; "
+                                  "choose another level or region")
         weights = cos / float(cos.values[ocean].mean())
         return weights.drop_vars([c for c in weights.coords if c not in ("lat", "lon")]).rename("lat_weights")
 
@@ -529,7 +581,7 @@ class OceanData:
         lazy: dict[str, tuple[xr.DataArray, xr.DataArray]] = {}
         for name in names:
             if name not in self.ds:
-                raise OceanDataError(f"no variable {name!r}; have {list(self.variables)}")
+                raise UserError(f"no variable {name!r} was opened; have {list(self.variables)}")
             var = self.ds[name].astype(np.float64)
             dims = [d for d in var.dims if d != "depth"]
             lazy[name] = (var.mean(dims, skipna=True), var.std(dims, skipna=True, ddof=0))
@@ -574,13 +626,15 @@ def open_ocean(
     end)``, inclusive, strings or datetimes. ``chunks``: dask chunks keyed by canonical dim names
     (``time, depth, lat, lon`` or ``y, x``; rounded to multiples of the stored netCDF chunks, other
     dims follow the stored chunks); ``None`` for no dask with a single file (several files are always
-    dask-backed). Raises OceanDataError when a variable or coordinate is missing, with what the file
-    holds in the message.
+    dask-backed). Raises :class:`~harness.errors.DataFormatError` for missing or unreadable files and
+    when a variable or coordinate is missing (naming the file and listing what it holds), and
+    :class:`~harness.errors.UserError` for a malformed ``region``, ``depth`` or ``time``.
     """
     files = _resolve_paths(paths)
     decode = {"decode_times": _time_decoding(files[0]), "decode_timedelta": False, "mask_and_scale": True}
-    with xr.open_dataset(files[0], **decode) as probe:
-        layout = _discover(probe, variables)
+    where = _where(files)
+    with _open(files[0], **decode) as probe:
+        layout = _discover(probe, variables, files[0])
         file_chunks: dict[Hashable, Any] | None = None
         if chunks is not None:
             back = {c: s for s, c in layout.dims.items()}
@@ -592,15 +646,36 @@ def open_ocean(
         return d[[k for k in keep if k in d.variables and k not in d.coords]]
 
     if len(files) == 1:
-        opened = xr.open_dataset(files[0], chunks=file_chunks, **decode)
+        opened = _open(files[0], chunks=file_chunks, **decode)
         raw = _keep(opened)
         raw.set_close(opened.close)
     else:
-        raw = xr.open_mfdataset(
+        raw = _open_many(files, where, file_chunks, _keep, decode)
+    try:
+        ds = _canonicalise(raw, layout)
+        if time is not None:
+            ds = _select_time(ds, time, where)
+        if depth is not None:
+            ds = _select_depth(ds, depth, where)
+        if region is not None:
+            ds = _select_region(ds, region, layout.curvilinear, where)
+    except Exception:
+        raw.close()
+        raise
+    ds.attrs = dict(raw.attrs)
+    ds.set_close(raw.close)
+    return OceanData(ds, {k: str(v) for k, v in layout.variables.items()}, files)
+
+
+def _open_many(files: list[str], where: str, chunks: dict[Hashable, Any] | None,
+               keep: Any, decode: dict[str, Any]) -> xr.Dataset:
+    """Several files combined by coordinates; files that do not combine are a DataFormatError."""
+    try:
+        return xr.open_mfdataset(
             files,
-            chunks=file_chunks if file_chunks is not None else {},
+            chunks=chunks if chunks is not None else {},
             combine="by_coords",
-            preprocess=_keep,
+            preprocess=keep,
             data_vars="minimal",
             coords="minimal",
             compat="override",
@@ -608,20 +683,11 @@ def open_ocean(
             combine_attrs="override",
             **decode,
         )
-    try:
-        ds = _canonicalise(raw, layout)
-        if time is not None:
-            ds = _select_time(ds, time)
-        if depth is not None:
-            ds = _select_depth(ds, depth)
-        if region is not None:
-            ds = _select_region(ds, region, layout.curvilinear)
-    except Exception:
-        raw.close()
-        raise
-    ds.attrs = dict(raw.attrs)
-    ds.set_close(raw.close)
-    return OceanData(ds, {k: str(v) for k, v in layout.variables.items()}, files)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataFormatError(
+            f"{where} do not combine into one dataset ({_first_line(exc)}); every file must hold "
+            "the same variables on the same grid, with distinct times"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------------

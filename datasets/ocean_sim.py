@@ -39,8 +39,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.cache import stable_hash
 from harness.datasets.ocean_reader import write_glorys
 from harness.datasets.qg import DAY, QGConfig, QGModel, coarsen
+from harness.errors import UserError
 
 G = 9.81
 F0 = 1e-4
@@ -54,7 +56,8 @@ START = np.datetime64("2000-01-01", "D")
 
 @dataclass(frozen=True)
 class EddySim:
-    """What :func:`simulate` runs; every field is part of the cache key.
+    """What :func:`simulate` runs; every field is part of the cache key (grid sizes are
+    checked: even, at least 4, none finer than ``nx``; a UserError otherwise).
 
     The spin-up runs at ``spinup_nx`` (cheaper) for ``spinup_days``, is spectrally
     interpolated to ``nx`` and adjusts there for ``adjust_days`` before recording starts;
@@ -71,9 +74,18 @@ class EddySim:
     nx_daily: int = 32
     seed: int = 0
 
-    def key(self) -> str:
-        from harness.spec import stable_hash
+    def __post_init__(self) -> None:
+        for name in ("nx", "spinup_nx", "nx_daily"):
+            n = getattr(self, name)
+            if isinstance(n, bool) or not isinstance(n, int) or n < 4 or n % 2:
+                raise UserError(f"sim.{name} must be an even integer >= 4 (a grid size), got {n!r}")
+        if self.spinup_nx > self.nx or self.nx_daily > self.nx:
+            raise UserError(f"sim: spinup_nx ({self.spinup_nx}) and nx_daily ({self.nx_daily}) "
+                            f"must not exceed nx ({self.nx})")
+        if not self.days >= 1 or not self.dt > 0:
+            raise UserError(f"sim: days ({self.days}) must be >= 1 and dt ({self.dt}) positive")
 
+    def key(self) -> str:
         return stable_hash(dataclasses.asdict(self))
 
     def qg(self, nx: int | None = None) -> QGConfig:

@@ -16,7 +16,8 @@ Time stepping is pyqg's: forward Euler, then AB2, then AB3, each step followed b
 exponential spectral filter ``exp(-filterfac (wvx - 0.65 pi)^4)`` for
 ``wvx = sqrt((k dx)^2 + (l dy)^2) > 0.65 pi`` (Arbic & Flierl 2003). No dealiasing (as pyqg).
 
-Defaults are pyqg's "eddy" configuration (``EDDY_HI``: nx=256, ``EDDY_LO``: nx=64, dt=1 h).
+``QGConfig``'s defaults are pyqg's "eddy" configuration (nx=64, dt=1 h; the synthetic ocean's
+high-resolution run uses nx=256). :func:`ke_timeseries` records KE while a model runs.
 """
 
 from __future__ import annotations
@@ -35,13 +36,10 @@ from torch import Tensor
 __all__ = [
     "DAY",
     "YEAR",
-    "EDDY_HI",
-    "EDDY_LO",
     "QGConfig",
     "QGModel",
     "coarsen",
     "ke_timeseries",
-    "spin_up",
     "subgrid_forcing",
 ]
 
@@ -116,10 +114,6 @@ class QGConfig:
     def replace(self, **changes: float | int) -> QGConfig:
         """A copy with some fields changed (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
-
-
-EDDY_HI = QGConfig(nx=256)
-EDDY_LO = QGConfig(nx=64)
 
 
 def _wavenumbers(n: int, L: float) -> tuple[Tensor, Tensor]:
@@ -554,22 +548,6 @@ def subgrid_forcing(hi: QGModel, lo_cfg: QGConfig, filter: str = "gaussian") -> 
 
 
 # --------------------------------------------------------------------- runs
-def spin_up(
-    cfg: QGConfig,
-    days: float,
-    seed: int,
-    batch: tuple[int, ...] = (),
-    device: torch.device | str | None = None,
-    progress: bool = False,
-    dtype: torch.dtype = torch.float64,
-) -> QGModel:
-    """A model started from ``random_init(seed)`` and run for ``days`` model days."""
-    m = QGModel(cfg, batch=batch, device=device, dtype=dtype)
-    m.random_init(seed)
-    m.run(days, progress=progress)
-    return m
-
-
 def ke_timeseries(
     model: QGModel, days: float, every: float = DAY, progress: bool = False
 ) -> tuple[Tensor, Tensor]:

@@ -17,7 +17,8 @@ the u and v components), ``conservation_error`` (mean over test samples and chan
 the low-resolution model run with the parameterization inside from coarse-grained
 high-resolution states, scored against the high-resolution run with
 ``ke_spectrum_score`` / ``ke_distribution_score`` = 1 - d(model, hi) / d(no-param, hi)
-(see :class:`harness.datasets.ocean.EddyInfo`). A plot of the KE spectra goes to MLflow.
+(see :class:`harness.datasets.ocean.EddyInfo`, which also runs the low-resolution model: the
+methods import only the dataset's metadata types). A plot of the KE spectra goes to MLflow.
 
 Note on the online effect of momentum conservation in this model: the QG model feels a
 momentum forcing only through its curl, and the curl of a domain-uniform forcing is zero
@@ -30,14 +31,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as L
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from harness import tracking
-from harness.datasets.ocean import LAYERS, EddyInfo, OnlineStats, online_run
-from harness.datasets.qg import QGModel
+from harness.api import Method, choice
+from harness.datasets.ocean import LAYERS, EddyInfo, OnlineStats
 from harness.metrics import ocean as om
 
 _METRICS = {
@@ -49,20 +48,21 @@ _METRICS = {
 }
 
 
-class EddyParameterization(L.LightningModule):
-    """Shared evaluation: offline metrics over the test set, then the online test."""
+class EddyParameterization(Method):
+    """Shared evaluation: offline metrics over the test set, then the online test (``online``:
+    whether to run it). Saves every constructor keyword of the subclass as a hyperparameter."""
 
-    family = "ocean"
     metrics = _METRICS
 
     def __init__(self, info: EddyInfo, online: bool = True):
         super().__init__()
+        self.save_hyperparameters(ignore=["info"])  # the subclass's keywords too
         self.info = info
         self.online = online
         self.register_buffer("in_scale", info.in_scale.clone().float())
         self.register_buffer("out_scale", info.out_scale.clone().float())
         self._test: list[tuple[Tensor, Tensor]] = []
-        self._ops: QGModel | None = None
+        self._ops: Any = None  # the low-resolution QGModel of the spectral derivatives
 
     # -- to implement ----------------------------------------------------------------------
     def forcing(self, x: Tensor) -> Tensor:
@@ -102,7 +102,8 @@ class EddyParameterization(L.LightningModule):
         out["conservation_error"] = float((mean / rms).mean())
         return out
 
-    def _uv_parameterization(self, model: QGModel) -> tuple[Tensor, Tensor]:
+    def _uv_parameterization(self, model: Any) -> tuple[Tensor, Tensor]:
+        """The momentum forcing of the low-resolution ``model`` (a QGModel) in its state."""
         x = torch.cat([model.u, model.v], dim=-3).to(self.device, torch.float32)
         with torch.no_grad():
             s = self.forcing(x).to(model.dtype).to(model.device)
@@ -110,12 +111,10 @@ class EddyParameterization(L.LightningModule):
 
     def online_stats(self) -> OnlineStats:
         """Run the low-resolution model with this parameterization (the a-posteriori test)."""
-        o = self.info.online
         was = self.training
         self.eval()
         try:
-            return online_run(self.info.cfg_lo, self.info.online_q0, o["days"], o["discard_days"],
-                              o["every_days"], uv_parameterization=self._uv_parameterization)
+            return self.info.run_online(self._uv_parameterization)
         finally:
             self.train(was)
 
@@ -137,20 +136,21 @@ class EddyParameterization(L.LightningModule):
             ax.set_xlabel("wavenumber (domain modes)", fontsize=8)
             ax.legend(fontsize=7)
         fig.tight_layout()
-        tracking.log_figure(self, fig, "ke_spectra.png")
+        self.log_figure(fig, "ke_spectra.png")
 
-    def _ops_model(self) -> QGModel:
+    def _ops_model(self) -> Any:
         if self._ops is None or self._ops.device != self.device:
-            self._ops = QGModel(self.info.cfg_lo, device=self.device, dtype=torch.float32)
+            self._ops = self.info.qg_model(self.device, torch.float32)
         return self._ops
 
 
 class NoParameterization(EddyParameterization):
     """The low-resolution model as it is: zero subgrid forcing."""
 
+    stages = ()  # nothing to train
+
     def __init__(self, info: EddyInfo, online: bool = True):
         super().__init__(info, online)
-        self.stages = ()  # nothing to train
 
     def forcing(self, x: Tensor) -> Tensor:
         return torch.zeros_like(x)
@@ -169,10 +169,11 @@ class Smagorinsky(EddyParameterization):
     per layer, spectral derivatives on the low-resolution grid.
     """
 
+    stages = ()  # nothing to train
+
     def __init__(self, info: EddyInfo, constant: float = 0.1, online: bool = True):
         super().__init__(info, online)
         self.constant = constant
-        self.stages = ()
 
     def forcing(self, x: Tensor) -> Tensor:
         m = self._ops_model()
@@ -227,10 +228,8 @@ class EddyCNN(EddyParameterization):
     def __init__(self, info: EddyInfo, constraint: str = "none", lam: float = 1.0, lr: float = 1e-3,
                  width: float = 1.0, weight_decay: float = 0.0, online: bool = True):
         super().__init__(info, online)
-        if constraint not in ("none", "soft", "hard"):
-            raise ValueError(f"constraint must be none, soft or hard, got {constraint!r}")
-        self.save_hyperparameters(ignore=["info"])
-        self.constraint, self.lam, self.lr, self.weight_decay = constraint, lam, lr, weight_decay
+        self.constraint = choice("constraint", constraint, ("none", "soft", "hard"))
+        self.lam, self.lr, self.weight_decay = lam, lr, weight_decay
         self.net = FCNN(len(info.in_names), len(info.out_names), width)
         self._val: list[tuple[Tensor, Tensor]] = []
 

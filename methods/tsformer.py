@@ -24,27 +24,28 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import lightning.pytorch as L
 import numpy as np
 import torch
 from torch import Tensor
 
-from harness import tracking
+from harness.api import Method, choice
 from harness.datasets.ocean import ForecastInfo
+from harness.errors import UserError
 from harness.methods.swin import TSformerNet, UNet2d, rollout
 from harness.metrics import ocean as om
 
 
-class Forecaster(L.LightningModule):
+class Forecaster(Method):
     """Shared evaluation of a forecaster: ``forecast(x3, x2, doy) -> (y3, y2)`` normalised;
-    ``doy [B, t_in + t_out]`` is the day of year of every day of the window."""
+    ``doy [B, t_in + t_out]`` is the day of year of every day of the window. Saves every
+    constructor keyword of the subclass as a hyperparameter."""
 
-    family = "ocean"
     metrics = {"loss": "min", "rmse": "min", "forecast_seconds": "min"}
     metric_prefixes = {"rmse_": "min", "acc_": "max"}
 
     def __init__(self, info: ForecastInfo):
         super().__init__()
+        self.save_hyperparameters(ignore=["info"])  # the subclass's keywords too
         self.info = info
         self.register_buffer("mask3", info.mask3.float(), persistent=False)
         self.register_buffer("mask2", info.mask2.float(), persistent=False)
@@ -146,15 +147,16 @@ class Forecaster(L.LightningModule):
             ax.set_xlabel("lead day", fontsize=8)
         fig.suptitle(type(self).__name__, fontsize=9)
         fig.tight_layout()
-        tracking.log_figure(self, fig, "rmse_by_lead.png")
+        self.log_figure(fig, "rmse_by_lead.png")
 
 
 class Persistence(Forecaster):
     """Every lead day equals the last observed day."""
 
+    stages = ()  # nothing to train
+
     def __init__(self, info: ForecastInfo):
         super().__init__(info)
-        self.stages = ()
 
     def forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
         t = self.info.t_out
@@ -164,9 +166,10 @@ class Persistence(Forecaster):
 class Climatology(Forecaster):
     """The training years' day-of-year climatology (smoothed) of each target day."""
 
+    stages = ()  # nothing to train
+
     def __init__(self, info: ForecastInfo):
         super().__init__(info)
-        self.stages = ()
 
     def forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
         out = doy[:, -self.info.t_out:]
@@ -200,22 +203,22 @@ class _Trained(Forecaster):
                  loss_weights: str = "values"):
         super().__init__(info)
         self.lr, self.weight_decay = lr, weight_decay
-        if loss_weights not in ("values", "variables"):
-            raise ValueError(f"loss_weights must be 'values' or 'variables', got {loss_weights!r}")
-        self.loss_weights = loss_weights
-        if roll_augment not in (True, False, "auto"):
-            raise ValueError(f"roll_augment must be true, false or 'auto', got {roll_augment!r}")
+        self.loss_weights = choice("loss_weights", loss_weights, ("values", "variables"))
+        choice("roll_augment", roll_augment, (True, False, "auto"))
         if roll_augment is True and not info.periodic:
-            raise ValueError("roll_augment needs a doubly periodic domain; this data is not marked "
-                             "periodic (a regional sea): use roll_augment: auto or false")
+            raise UserError("roll_augment needs a doubly periodic domain; this data is not marked "
+                            "periodic (a regional sea): use roll_augment: auto or false")
         self.roll_augment = info.periodic if roll_augment == "auto" else bool(roll_augment)
         if self.roll_augment and not (bool(info.mask3.all()) and bool(info.mask2.all())):
-            raise ValueError("roll_augment: the data is marked periodic but has land points")
+            raise UserError("roll_augment: the data is marked periodic but has land points; use "
+                            "roll_augment: false")
+        if not isinstance(anomalies, bool | list | tuple | type(None)):
+            raise UserError(f"anomalies must be true, false or a list of variable names, got {anomalies!r}")
         names = [*info.var3, *info.var2] if anomalies is True else list(anomalies or [])
         unknown = sorted(set(names) - {*info.var3, *info.var2})
         if unknown:
-            raise ValueError(f"anomalies: unknown variables {unknown}; the data has "
-                             f"{[*info.var3, *info.var2]}")
+            raise UserError(f"anomalies: unknown variables {unknown}; the data has "
+                            f"{[*info.var3, *info.var2]}")
         self.anomalies = bool(names)
         sel3 = torch.tensor([v in names for v in info.var3], dtype=torch.float32)
         sel2 = torch.tensor([v in names for v in info.var2], dtype=torch.float32)
@@ -293,7 +296,7 @@ class UNetAR(_Trained):
                  padding_mode: str = "zeros", anomalies: bool | list[str] = False,
                  roll_augment: bool | str = False, loss_weights: str = "values"):
         super().__init__(info, lr, weight_decay, anomalies, roll_augment, loss_weights)
-        self.save_hyperparameters(ignore=["info"])
+        choice("padding_mode", padding_mode, ("zeros", "reflect", "replicate"))
         self.net = UNet2d(len(info.var3), len(info.var2), len(info.depth), info.t_in, base=base,
                           padding_mode=padding_mode)
 
@@ -314,7 +317,7 @@ class TSformer(_Trained):
                  anomalies: bool | list[str] = False, roll_augment: bool | str = False,
                  loss_weights: str = "values"):
         super().__init__(info, lr, weight_decay, anomalies, roll_augment, loss_weights)
-        self.save_hyperparameters(ignore=["info"])
+        _check_tsformer(info, dim, heads, window, patch, blocks)
         self.net = TSformerNet(len(info.var3), len(info.var2), len(info.depth), info.t_in, info.t_out,
                                tuple(info.mask2.shape), dim=dim, heads=heads, window=tuple(window),
                                patch=patch, blocks=tuple(blocks), mlp_ratio=mlp_ratio,
@@ -325,3 +328,20 @@ class TSformer(_Trained):
 
     def net_forecast(self, x3: Tensor, x2: Tensor, doy: Tensor) -> tuple[Tensor, Tensor]:
         return self.net(x3, x2, self.mask3, self.mask2)
+
+
+def _check_tsformer(info: ForecastInfo, dim: int, heads: int, window: Any, patch: int,
+                    blocks: Any) -> None:
+    """Refuse TSformer settings the network cannot take, naming the parameter."""
+    if not info.var2:
+        raise UserError("tsformer needs at least one surface variable (var2, e.g. [zos])")
+    if not isinstance(window, list | tuple) or len(window) != 4:
+        raise UserError(f"window must be four sizes (time, depth, lat, lon), got {window!r}")
+    if not isinstance(blocks, list | tuple) or len(blocks) != 2:
+        raise UserError(f"blocks must be two block counts (stage 1, stage 2), got {blocks!r}")
+    for name, value in (("dim", dim), ("heads", heads), ("patch", patch), *(
+            (f"window[{i}]", w) for i, w in enumerate(window))):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{name} must be a positive integer, got {value!r}")
+    if dim % heads:
+        raise UserError(f"dim {dim} must be divisible by heads {heads}")

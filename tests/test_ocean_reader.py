@@ -10,7 +10,8 @@ import netCDF4
 import numpy as np
 import pytest
 
-from harness.datasets.ocean_reader import OceanDataError, open_ocean, write_glorys
+from harness.datasets.ocean_reader import open_ocean, write_glorys
+from harness.errors import DataFormatError, UserError
 
 pytestmark = pytest.mark.filterwarnings("error")  # the reader must not trigger (e.g. xarray) warnings
 
@@ -315,7 +316,7 @@ def test_nemo_2d_coordinates_region_and_weights(tmp_path):
     np.testing.assert_array_equal(sub.ds.lat.values, nav_lat[box])
     np.testing.assert_array_equal(sub.to_numpy("thetao"), temp[(slice(None), slice(None), *box)])
     assert 0 < sub.ds.sizes["y"] < nav_lat.shape[0] and 0 < sub.ds.sizes["x"] < nav_lat.shape[1]
-    with pytest.raises(OceanDataError, match="no grid point"):
+    with pytest.raises(DataFormatError, match="no grid point"):
         open_ocean(path, variables=["thetao"], region=(80.0, 85.0, 0.0, 10.0))
 
     later = tmp_path / "nemo_grid_T_2.nc"
@@ -333,14 +334,15 @@ def test_nemo_2d_coordinates_region_and_weights(tmp_path):
 def test_missing_variable_error_lists_what_the_file_has(tmp_path):
     path = tmp_path / "only_t.nc"
     _grid_file(path)
-    with pytest.raises(OceanDataError) as err:
+    with pytest.raises(DataFormatError) as err:
         open_ocean(path, variables=["thetao", "so"])
     msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(str(path))  # one line, naming the file
     assert "'so'" in msg
     assert "thetao('time', 'depth', 'latitude', 'longitude')" in msg
     assert "sea_water_potential_temperature" in msg
     assert "latitude" in msg and "longitude" in msg
-    with pytest.raises(OceanDataError):
+    with pytest.raises(DataFormatError):
         open_ocean(path)  # the default asks for all five
     assert open_ocean(path, variables=None).variables == ("thetao",)  # None: whatever is present
 
@@ -349,13 +351,40 @@ def test_missing_latitude_error_lists_coordinates(tmp_path):
     path = tmp_path / "nolat.nc"
     names = {"time": "time", "depth": "depth", "lat": "row", "lon": "longitude", "thetao": "thetao"}
     _grid_file(path, names=names, coord_attrs={"lat": {"long_name": "row index"}})
-    with pytest.raises(OceanDataError, match="no lat coordinate") as err:
+    with pytest.raises(DataFormatError, match="no lat coordinate") as err:
         open_ocean(path, variables=["thetao"])
     msg = str(err.value)
-    assert "coordinates:" in msg
+    assert "coordinates:" in msg and "\n" not in msg and str(path) in msg
     for name in ("time", "depth", "row", "longitude"):
         assert name in msg
-    assert isinstance(err.value, ValueError)
+    assert isinstance(err.value, UserError)  # the CLI prints it as one line
+
+
+def test_bad_paths_files_and_selections_are_user_errors(tmp_path):
+    with pytest.raises(DataFormatError, match="no such file or directory"):
+        open_ocean(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataFormatError, match=r"no netCDF files \(\*\.nc\)"):
+        open_ocean(tmp_path / "empty")
+    bad = tmp_path / "bad" / "broken.nc"
+    bad.parent.mkdir()
+    bad.write_text("not a netCDF file")
+    with pytest.raises(DataFormatError, match="cannot be read as netCDF") as err:
+        open_ocean(bad, variables=["thetao"])
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+    path = tmp_path / "ok.nc"
+    _grid_file(path)
+    for kwargs, match in (({"region": (0.0, 10.0)}, "region must be four numbers"),
+                          ({"region": (10.0, 0.0, 0.0, 10.0)}, "lat_min"),
+                          ({"depth": ("a", "b")}, "depth range"),
+                          ({"depth": ["deep"]}, "depth levels"),
+                          ({"time": ("2000-01-01",)}, "time must be"),
+                          ({"time": ("not a date", "nor this")}, "ISO dates")):
+        with pytest.raises(UserError, match=match):
+            open_ocean(path, variables=["thetao"], **kwargs)
+    with pytest.raises(DataFormatError, match="matches no time step") as err:
+        open_ocean(path, variables=["thetao"], time=("1960-01-01", "1960-12-31"))
+    assert str(path) in str(err.value)
 
 
 # 6 ------------------------------------------------------------------------------------------------
