@@ -23,6 +23,9 @@ def quiet() -> None:
     import os
     import sys
 
+    # mlflow configures its own stderr handler at INFO on import ("Creating initial MLflow
+    # database tables" on a fresh SQLite store): only warnings and errors reach the user
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # "Loading weights" bars per run
     if "transformers" in sys.modules:  # imported before the variable was set
         sys.modules["transformers"].utils.logging.disable_progress_bar()

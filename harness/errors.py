@@ -10,3 +10,52 @@ class UserError(Exception):
 
 class DataFormatError(UserError):
     """Raw data files are missing, malformed, or not in a recognised format."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived. Not a ``KeyboardInterrupt`` on purpose: Lightning turns
+    that into ``sys.exit(1)`` inside ``Trainer.fit``, while any other ``BaseException`` is
+    re-raised after its teardown, so the runner can close its MLflow runs and the CLI can
+    print how to resume."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)  # args stay (signum,): it crosses process pools pickled
+        self.signum = int(signum)
+
+    @property
+    def name(self) -> str:
+        import signal
+
+        return signal.Signals(self.signum).name
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def raise_on_signals() -> dict[int, object]:
+    """Turn SIGINT and SIGTERM into :class:`Interrupted` in this process (main thread only).
+    Returns the handlers it replaced, for :func:`restore_signals`."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, frame: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not break the clean-up
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore_signals(previous: dict[int, object]) -> None:
+    """Put back the handlers :func:`raise_on_signals` replaced (in-process callers, tests)."""
+    import signal
+
+    for sig, old in previous.items():
+        signal.signal(sig, old)  # type: ignore[arg-type]

@@ -23,9 +23,11 @@ guarded by a file lock so parallel jobs wait for each other instead of training 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
+import socket
 import time
 import traceback
 from collections.abc import Iterator
@@ -35,10 +37,10 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 
-from harness import api, console, registry, tracking
-from harness.errors import UserError
+from harness import api, checkpoints, console, registry, tracking
+from harness.errors import Interrupted, UserError, raise_on_signals
 from harness.spec import Benchmark, RunSpec
 
 log = logging.getLogger(__name__)
@@ -134,21 +136,26 @@ class Runner:
         except UserError:
             raise
         except Exception as exc:
-            raise UserError(
-                f"cannot reach MLflow tracking at {self.uri} ({type(exc).__name__}); start the "
-                "server or point MLFLOW_TRACKING_URI / --tracking-uri at a running one"
-            ) from None
+            raise UserError(tracking.unreachable_message(self.uri, exc)) from None
         self.git = tracking.git_info()
 
     # -- whole benchmark -------------------------------------------------------------------
 
     def run_all(self) -> tuple[str, list[RunResult]]:
-        """Execute every run; returns the parent run id and one result per run."""
+        """Execute every run; returns the parent run id and one result per run.
+
+        Before anything is recorded, every dataset is prepared (a bad data set is a user
+        error before any run starts) and parent or child runs left RUNNING by a killed
+        process of this host are closed as KILLED. The parent is closed on every exit path:
+        FINISHED, FAILED, or KILLED on SIGINT / SIGTERM.
+        """
+        self.prepare_datasets()
+        self.close_stale_runs()
         parent = self.mlf.create_run(
             self.experiment_id, run_name=f"{self.bench.name}-{self.bench.profile}-"
             f"{time.strftime('%Y%m%d-%H%M%S')}",
             tags={tracking.TAG_KIND: "bench", "benchmark": self.bench.name,
-                  "profile": self.bench.profile, **self.git},
+                  "profile": self.bench.profile, **self.git, **_process_tags()},
         )
         pid = parent.info.run_id
         self.mlf.log_param(pid, "runs", len(self.bench.runs))
@@ -157,7 +164,7 @@ class Runner:
         try:
             results = self._run_parallel(pid) if self.jobs > 1 else self._run_serial(pid)
             status = "FINISHED"
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             status = "KILLED"
             raise
         finally:
@@ -166,6 +173,38 @@ class Runner:
             parent_journal.call("log_metric", pid, "wall_seconds", time.time() - start)
             parent_journal.call("set_terminated", pid, status)
         return pid, results
+
+    def prepare_datasets(self) -> None:
+        """``prepare_data`` for each distinct dataset of the benchmark, before any run starts."""
+        seen = set()
+        for spec in self.bench.runs:
+            sig = (spec.dataset, repr(spec.dataset_params))
+            if sig not in seen:
+                seen.add(sig)
+                make_datamodule(spec).prepare_data()
+
+    def close_stale_runs(self) -> list[str]:
+        """Close the RUNNING runs of this experiment whose process (same host, by the
+        ``harness.host`` / ``harness.pid`` tags) is gone: a SIGKILL or a power cut leaves them.
+        Runs of a live process, or of another host, are left alone. Returns the closed ids."""
+        if tracking.global_rank() != 0:
+            return []
+        host = socket.gethostname()
+        closed = []
+        stale = self.mlf.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                     max_results=1000)
+        for run in stale:
+            tags = run.data.tags
+            pid = tags.get("harness.pid", "")
+            if tags.get("harness.host") != host or not pid or _alive(pid):
+                continue
+            self.mlf.set_tag(run.info.run_id, "harness.closed", f"process {pid} on {host} was gone")
+            self.mlf.set_terminated(run.info.run_id, "KILLED")
+            closed.append(run.info.run_id)
+        if closed:
+            print(f"closed {len(closed)} run(s) left RUNNING by a killed process: "
+                  f"{', '.join(closed)}", flush=True)
+        return closed
 
     def _run_serial(self, parent_id: str) -> list[RunResult]:
         results: list[RunResult] = []
@@ -188,13 +227,7 @@ class Runner:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        seen = set()
-        for spec in self.bench.runs:
-            sig = (spec.dataset, repr(spec.dataset_params))
-            if sig not in seen:
-                seen.add(sig)
-                make_datamodule(spec).prepare_data()
-        ctx = mp.get_context("spawn")
+        ctx = mp.get_context("spawn")  # datasets were prepared in run_all
         slots = ctx.Queue()
         n_gpu = torch.cuda.device_count()
         for w in range(self.jobs):
@@ -204,10 +237,25 @@ class Runner:
         with ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_worker_init,
                                  initargs=args) as pool:
             futures = [pool.submit(_worker_run, spec, parent_id) for spec in self.bench.runs]
-            for n, fut in enumerate(as_completed(futures), 1):
-                res = fut.result()
-                print(f"[{n}/{len(futures)}] {res.spec.name}: {res.status} ({res.seconds:.0f} s)",
-                      flush=True)
+            try:
+                for n, fut in enumerate(as_completed(futures), 1):
+                    res = fut.result()
+                    print(f"[{n}/{len(futures)}] {res.spec.name}: {res.status} "
+                          f"({res.seconds:.0f} s)", flush=True)
+            except (KeyboardInterrupt, Interrupted):
+                # SIGTERM reaches this process only (Ctrl-C the whole group): pass SIGTERM on.
+                # A worker in a run closes it as KILLED and refuses the runs still queued; one
+                # still starting up ends quietly. Whatever a worker left RUNNING is closed here.
+                import signal
+
+                for f in futures:
+                    f.cancel()
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    with contextlib.suppress(OSError):
+                        os.kill(proc.pid, signal.SIGTERM)
+                pool.shutdown(wait=True, cancel_futures=True)
+                self.close_stale_runs()
+                raise
         return [f.result() for f in futures]  # in the benchmark's order
 
     # -- one run ---------------------------------------------------------------------------
@@ -216,26 +264,33 @@ class Runner:
                 reraise: tuple[type[BaseException], ...] = (), tags: dict[str, str] | None = None
                 ) -> RunResult:
         """Run (or skip, or resume) one run. ``callbacks`` join the Trainer's; exceptions of
-        the ``reraise`` types (a pruned trial) end the run as KILLED and propagate."""
+        the ``reraise`` types (a pruned trial) end the run as KILLED and propagate.
+
+        A skipped or resumed run moves under ``parent_id``: the latest parent run of a
+        benchmark holds every run its invocation skipped, resumed or ran."""
         dm = make_datamodule(spec)
         key = run_key(spec, dm)
         previous = tracking.runs_with_key(self.mlf, self.experiment_id, key)
         complete = [r for r in previous if tracking.is_complete(r)]
         best_key = f"best/{spec.monitor}"
+        root = self.run_dir / spec.benchmark / key
+        journal = self._journal = tracking.Journal(self.mlf, root / "pending-mlflow.jsonl")
         if complete:
             run = complete[0]
             print(f"    skipped: finished run {run.info.run_id} has key {key}", flush=True)
+            self._adopt(journal, run, parent_id)
             return RunResult(spec, key, run.info.run_id, "skipped",
                              best_score=run.data.metrics.get(best_key))
         if previous:
             run_id = previous[0].info.run_id
+            self._claim_dir(root, run_id, resumed=True)
             self.mlf.update_run(run_id, "RUNNING")
+            self._adopt(journal, previous[0], parent_id)
             print(f"    resuming run {run_id} (key {key})", flush=True)
         else:
             run_id = self._create_run(spec, key, dm, parent_id)
-        journal = self._journal = tracking.Journal(
-            self.mlf, self.run_dir / spec.benchmark / key / "pending-mlflow.jsonl")
-        for k, v in (tags or {}).items():
+            self._claim_dir(root, run_id, resumed=False)
+        for k, v in {**_process_tags(), **(tags or {})}.items():
             journal.call("set_tag", run_id, k, v)
         started = time.time()
         try:
@@ -243,7 +298,7 @@ class Runner:
         except UserError:
             journal.call("set_terminated", run_id, "FAILED")
             raise
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             journal.call("set_terminated", run_id, "KILLED")
             raise
         except reraise as exc:
@@ -252,7 +307,7 @@ class Runner:
             exc.run_id = run_id  # type: ignore[attr-defined]
             raise
         except Exception as exc:  # one broken run must not lose the others
-            tb = traceback.format_exc()
+            tb = str(exc) if isinstance(exc, RunFailed) else traceback.format_exc()
             log.error("run %s failed: %s", spec.name, exc)
             journal.call("set_tag", run_id, "harness.error", f"{type(exc).__name__}: {exc}"[:5000])
             journal.call("log_text", run_id, tb, "error.txt")
@@ -269,6 +324,38 @@ class Runner:
                   "are delivered by the next run that reaches the server, or `harness sync`",
                   flush=True)
         return RunResult(spec, key, run_id, "done", seconds, best_score=best)
+
+    @staticmethod
+    def _adopt(journal: tracking.Journal, run: Any, parent_id: str | None) -> None:
+        """Move ``run`` under this invocation's parent run (skipped and resumed runs)."""
+        if parent_id and run.data.tags.get("mlflow.parentRunId") != parent_id:
+            journal.call("set_tag", run.info.run_id, "mlflow.parentRunId", parent_id)
+
+    def _claim_dir(self, root: Path, run_id: str, resumed: bool) -> None:
+        """Bind the run's checkpoint directory to its MLflow run (``owner.json``).
+
+        Checkpoints left by an MLflow run this tracking store does not know (a fresh
+        ``MLFLOW_TRACKING_URI`` beside an old ``runs/``) would otherwise be resumed into a new
+        run that then lacks the curves of the epochs they hold: they are moved aside and the
+        run starts from its first epoch. A directory without ``owner.json`` that a resumed run
+        finds (written before the file existed) is adopted.
+        """
+        owner = root / "owner.json"
+        if root.is_dir():
+            try:
+                mine = json.loads(owner.read_text()).get("run_id") == run_id
+            except (OSError, ValueError, AttributeError):
+                mine = resumed and not owner.exists()
+            if not mine and any(root.iterdir()):
+                aside = root.with_name(f"{root.name}.orphaned-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.replace(root, aside)
+                print(f"    {root} held checkpoints of another MLflow run (not in "
+                      f"{tracking.redact(self.uri)}): moved to {aside.name}; this run starts "
+                      "afresh", flush=True)
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = owner.with_name(f".owner.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"run_id": run_id, "tracking": tracking.redact(self.uri)}))
+        os.replace(tmp, owner)
 
     def _create_run(self, spec: RunSpec, key: str, dm: Any, parent_id: str | None) -> str:
         tags = {
@@ -325,14 +412,30 @@ class Runner:
                 best, score = self._fit_stage(spec, model, dm, run_id, sdir,
                                               stage if len(stages) > 1 else "", extra_callbacks)
             if best:
-                state = torch.load(best, map_location="cpu", weights_only=False)
+                state = checkpoints.load(best)
                 model.load_state_dict(state["state_dict"],  # adapter-only checkpoints: not strict
                                       strict=model.strict_loading)
         model.finish_stages()  # e.g. merge the stages' adapters
         # the test scores the final model (after every stage): its metrics carry no prefix
         trainer = self._trainer(spec, dm, run_id, root / "test", "", callbacks=[])
         trainer.test(model, datamodule=dm, verbose=False)
+        self._check_finite(spec, score, trainer.callback_metrics)
         return score
+
+    def _check_finite(self, spec: RunSpec, score: float | None, metrics: dict[str, Any]) -> None:
+        """A run whose monitored or table metric is not finite (or that logged no table metric
+        at all) fails instead of being recorded complete: a rerun then tries it again."""
+        where = _data_origin(spec)
+        if score is not None and not math.isfinite(score):
+            raise RunFailed(f"best validation {spec.monitor} is {score}: {where}")
+        logged = {k: float(v) for k, v in metrics.items() if k.startswith("test/")}
+        table = [f"test/{m}" for m in self.bench.table]
+        bad = [f"{k} = {logged[k]}" for k in table if k in logged and not math.isfinite(logged[k])]
+        if bad:
+            raise RunFailed(f"{', '.join(bad)}: {where}")
+        if not any(k in logged for k in table):
+            raise RunFailed(f"the test logged none of the table metrics ({', '.join(self.bench.table)}"
+                            f"); is the test split empty? {where}")
 
     def _trainer(self, spec: RunSpec, dm: Any, run_id: str, root: Path, prefix: str,
                  callbacks: list[Any]) -> L.Trainer:
@@ -351,47 +454,104 @@ class Runner:
     def _fit_stage(self, spec: RunSpec, model: L.LightningModule, dm: Any, run_id: str,
                    root: Path, prefix: str, extra_callbacks: list[Any]
                    ) -> tuple[str | None, float | None]:
-        """Fit one stage (resuming from its last checkpoint); return its best checkpoint path
-        and best validation score."""
+        """Fit one stage (resuming from its last finished epoch); return its best checkpoint
+        path and best validation score. A checkpoint that fails the safe load is set aside
+        and the stage restarts (:mod:`harness.checkpoints`)."""
         done = root / "done"
         best = root / "best.ckpt"
+        name = prefix or "fit"
         if done.exists():
-            print(f"    stage {prefix or 'fit'} already done, loading {best}", flush=True)
             if not best.exists():
                 return None, None
-            return str(best), _checkpoint_best_score(best)
+            try:
+                state = checkpoints.load(best)
+            except checkpoints.CorruptCheckpoint as exc:
+                self._set_aside(run_id, exc, f"stage {name} restarts")
+                done.unlink()
+            else:
+                print(f"    stage {name} already done, loading {best}", flush=True)
+                return str(best), checkpoints.best_score(state)
         root.mkdir(parents=True, exist_ok=True)
-        ckpt = ModelCheckpoint(dirpath=root, filename="best", monitor=spec.monitor, mode=spec.mode,
-                               save_last=True, save_top_k=1, enable_version_counter=False)
-        callbacks: list[Any] = [ckpt, *extra_callbacks]
+        checkpoints.remove_partial(root)
+        ckpt = checkpoints.AtomicCheckpoint(
+            dirpath=root, filename="best", monitor=spec.monitor, mode=spec.mode, save_top_k=1,
+            enable_version_counter=False)
+        last_ckpt = checkpoints.AtomicCheckpoint(  # after `ckpt`: its state is saved in last.ckpt
+            dirpath=root, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+        callbacks: list[Any] = [ckpt, last_ckpt, *extra_callbacks]
         if spec.early_stopping:
             callbacks.append(EarlyStopping(monitor=spec.monitor, mode=spec.mode,
                                            **spec.early_stopping))
         last = root / "last.ckpt"
-        resume = str(last) if last.exists() else None
-        if resume:
-            epoch = torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1)
-            print(f"    resuming from {last} (epoch {epoch + 1} done)", flush=True)
-            self._journal.call("set_tag", run_id, "harness.resumed_from", f"{last}@epoch{epoch + 1}")
+        resume = None
+        if last.exists():
+            try:
+                epoch = checkpoints.load(last).get("epoch", -1)
+            except checkpoints.CorruptCheckpoint as exc:
+                self._set_aside(run_id, exc, f"stage {name} restarts from its first epoch")
+            else:
+                resume = str(last)
+                print(f"    resuming from {last} (epoch {epoch + 1} done)", flush=True)
+                self._journal.call("set_tag", run_id, "harness.resumed_from",
+                                   f"{last}@epoch{epoch + 1}")
         trainer = self._trainer(spec, dm, run_id, root, prefix, callbacks)
-        trainer.fit(model, datamodule=dm, ckpt_path=resume)
+        trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True)
         if trainer.interrupted:
             raise KeyboardInterrupt
         done.touch()
         path = ckpt.best_model_path or (str(best) if best.exists() else None)
         score = ckpt.best_model_score  # not carried back from ddp_spawn workers: read the file
         if score is None and path:
-            return path, _checkpoint_best_score(Path(path))
+            return path, checkpoints.best_score(checkpoints.load(path))
         return path, float(score) if score is not None else None
 
+    def _set_aside(self, run_id: str, exc: checkpoints.CorruptCheckpoint, then: str) -> None:
+        aside = checkpoints.set_aside(exc.path)
+        print(f"    checkpoint {exc} -- set aside as {aside.name}; {then}", flush=True)
+        self._journal.call("set_tag", run_id, "harness.checkpoint_set_aside", f"{aside} ({exc})"[:5000])
 
-def _checkpoint_best_score(path: Path) -> float | None:
-    """The ModelCheckpoint's best score stored inside a checkpoint file."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    for key, cb in state.get("callbacks", {}).items():
-        if key.startswith("ModelCheckpoint") and cb.get("best_model_score") is not None:
-            return float(cb["best_model_score"])
-    return None
+
+def _process_tags() -> dict[str, str]:
+    """Which process owns a RUNNING run: lets the next invocation close it if that one died."""
+    return {"harness.host": socket.gethostname(), "harness.pid": _process_id(os.getpid())}
+
+
+def _process_id(pid: int) -> str:
+    """``<pid>@<start time>`` where /proc tells the start time (a reused pid is another
+    process), else ``<pid>``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return f"{pid}@{stat.rsplit(')', 1)[1].split()[19]}"
+    except (OSError, IndexError):
+        return str(pid)
+
+
+def _alive(process: str) -> bool:
+    """Whether the process a ``harness.pid`` tag names still runs."""
+    pid = process.split("@")[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return "@" not in process or _process_id(int(pid)) == process
+
+
+class RunFailed(Exception):
+    """A run that finished but whose results cannot be recorded as complete."""
+
+
+def _data_origin(spec: RunSpec) -> str:
+    """Where a run's data came from, for messages about suspicious values."""
+    real = registry.load("dataset", spec.dataset).real_data
+    if real is not None and spec.dataset_params.get(real.dir_param):
+        return (f"check the data in {spec.dataset_params[real.dir_param]} (dataset "
+                f"{spec.dataset_label}) for NaN/inf values or empty splits")
+    return (f"dataset {spec.dataset_label} ({spec.dataset}) is synthetic; check its parameters "
+            "and the method's hyperparameters (a diverging loss gives nan)")
 
 
 _WORKER: dict[str, Any] = {}
@@ -399,16 +559,26 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(bench: Benchmark, uri: str, run_dir: str, slots: Any, threads: int) -> None:
     """Pin a worker process to its device (GPU index or CPU threads) and build its Runner."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent decides
     gpu = slots.get()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     torch.set_num_threads(threads)
     console.quiet()
     _WORKER["runner"] = Runner(bench, uri=uri, run_dir=run_dir, progress=False)
+    raise_on_signals()  # from here on a signal closes the worker's run; before, it just ends
 
 
 def _worker_run(spec: RunSpec, parent_id: str) -> RunResult:
-    return _WORKER["runner"].run_one(spec, parent_id)
+    if "stopped" in _WORKER:  # interrupted: runs already queued to this worker do not start
+        raise Interrupted(_WORKER["stopped"])
+    try:
+        return _WORKER["runner"].run_one(spec, parent_id)
+    except Interrupted as exc:
+        _WORKER["stopped"] = exc.signum
+        raise
 
 
 def resolve_keys(bench: Benchmark) -> list[tuple[RunSpec, str]]:

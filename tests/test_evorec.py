@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import torch
 
+from harness import checkpoints
 from harness.datasets.amazon_evo import AmazonEvoDataModule
 from harness.methods.evorec import EvoLoRA, forget, item_log_prior, layer_changes, select_layers
 from harness.methods.sasrec import train_sasrec
@@ -131,7 +132,7 @@ def test_evorec_quick_profile(workdir):
     assert 0.2 < runs["evorec"]["test/trainable_share"] < 0.45
     assert list((workdir / "runs" / "evorec" / "stages").glob("*/base/done"))  # base trained once
     (base,) = (workdir / "runs" / "evorec" / "stages").glob("*/base/best.ckpt")
-    state = torch.load(base, map_location="cpu", weights_only=False)["state_dict"]
+    state = checkpoints.load(base)["state_dict"]  # weights only, as the runner reads it
     assert float(state["sasrec_fitted"]) == 1.0 and any(k.startswith("sasrec.") for k in state)
     assert all(k.startswith("sasrec") or "lora_" in k or k == "cost" for k in state)
 

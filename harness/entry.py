@@ -1,0 +1,24 @@
+"""The ``harness`` console script: SIGINT / SIGTERM handled from the first instruction.
+
+Importing the CLI pulls in torch, Lightning and MLflow (seconds); a signal in that window
+used to end in a ``KeyboardInterrupt`` traceback or a silent exit. The handlers are set here,
+before those imports, so every moment of a command ends with the same one line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from harness.errors import Interrupted, raise_on_signals
+
+
+def main() -> None:
+    raise_on_signals()
+    try:
+        from harness.cli import main as cli_main
+
+        code = cli_main()
+    except Interrupted as exc:
+        print(f"interrupted ({exc.name}); rerun the same command to resume", file=sys.stderr)
+        code = exc.exit_code
+    sys.exit(code)
