@@ -6,22 +6,85 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from harness import console, registry, spec, tracking
-from harness.errors import UserError
+from harness.errors import Interrupted, UserError, raise_on_signals, restore_signals
+
+_TRAINER_FLAGS = ("accelerator", "devices", "strategy", "num_nodes", "precision", "max_epochs")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line: ``error: <what>; see harness <cmd> --help``."""
+
+    _argv: list[str] = []
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        prog = self.prog  # the subcommand's help, also for errors the top-level parser reports
+        subs = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
+        cmd = next((a for a in self._argv if not a.startswith("-")), None)
+        if cmd in subs:
+            prog = subs[cmd].prog
+        self.exit(2, f"error: {message}; see {prog} --help\n")
+
+
+def _int_arg(low: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give {what}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; give {what}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _trainer_arg(name: str) -> Callable[[str], Any]:
+    """An argparse type for a Trainer flag: the value typed as Lightning takes it, and checked
+    against what ``lightning.pytorch.Trainer`` accepts (:func:`harness.spec.trainer_problem`)."""
+
+    def parse(text: str) -> Any:
+        value: Any = text.strip()
+        if re.fullmatch(r"-?\d+", value):
+            value = int(value)
+        problem = spec.trainer_value_error(name, value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    """``--jobs``, else ``$JOBS``, else 1; a bad ``$JOBS`` is a one-line error."""
+    if args.jobs is not None:
+        return int(args.jobs)
+    text = os.environ.get("JOBS", "").strip()
+    if not text:
+        return 1
+    if not re.fullmatch(r"\d+", text) or int(text) < 1:
+        raise UserError(f"JOBS={text!r} in the environment is not a positive integer; set JOBS=1 "
+                        "or more (independent runs at once), or unset it")
+    return int(text)
 
 
 def _trainer_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
     given = vars(args)
-    for name in ("accelerator", "devices", "strategy", "num_nodes", "precision", "max_epochs"):
-        v = given.get(name)
-        if v not in (None, ""):
-            out[name] = int(v) if isinstance(v, str) and v.isdigit() else v
-    return out
+    return {name: given[name] for name in _TRAINER_FLAGS if given.get(name) not in (None, "")}
 
 
 def _load(args: argparse.Namespace) -> spec.Benchmark:
@@ -52,13 +115,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness import report
     from harness.runner import Runner
 
+    jobs = _jobs(args)
+    tracking.tracking_uri(args.tracking_uri)  # a URI that cannot work fails before anything runs
     bench = _load(args)
     start = time.time()
     runner = Runner(bench, uri=args.tracking_uri, run_dir=args.run_dir,
-                    progress=not args.no_progress and args.jobs == 1, jobs=args.jobs)
+                    progress=not args.no_progress and jobs == 1, jobs=jobs)
     print(f"benchmark {bench.name}, profile {bench.profile}: {len(bench.runs)} runs "
           f"({len(bench.methods)} methods x {len(bench.datasets)} datasets x "
-          f"{len(bench.config['seeds'])} seeds); tracking {runner.uri}", flush=True)
+          f"{len(bench.config['seeds'])} seeds); tracking {tracking.redact(runner.uri)}", flush=True)
     parent, results = runner.run_all()
     if tracking.global_rank() != 0:  # under torchrun / SLURM only rank 0 reports
         return 0
@@ -78,8 +143,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness import report
 
+    tracking.tracking_uri(args.tracking_uri)
     bench = _load(args)
-    path, md = report.write(bench, args.tracking_uri, args.reports)
+    path, md = report.write(bench, args.tracking_uri, args.reports, require_runs=True)
     print(md)
     print(f"report: {path} (+ .tex, .csv, .png)")
     return 0
@@ -88,14 +154,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness import sweep
 
+    tracking.tracking_uri(args.tracking_uri)
+    sweep.storage_url(args.storage)
     bench = _load(args)
     row = args.row or (bench.proposed[0] if bench.proposed else next(iter(bench.methods)))
     dataset = args.dataset if args.dataset in bench.datasets else bench.datasets[0]
     out = sweep.sweep(bench, row, dataset, args.trials, storage=args.storage,
                       uri=args.tracking_uri, progress=not args.no_progress)
     c = out["counts"]
-    print(f"study {out['study']} in {out['storage']}: {c['complete']} complete, {c['pruned']} "
-          f"pruned, {c['fail']} failed trials")
+    print(f"study {out['study']} in {tracking.redact(out['storage'])}: {c['complete']} complete, "
+          f"{c['pruned']} pruned, {c['fail']} failed trials")
     print(f"best {bench.config['monitor']['metric']} = {out['best_value']:.6g} with "
           f"{out['best_params']}")
     print(f"written to {out['path']}; use it with `make bench METHOD={bench.name} TUNED=1`")
@@ -120,7 +188,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="harness", description=__doc__)
+    p = _Parser(prog="harness", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="registered methods, datasets and benchmarks").set_defaults(
         fn=cmd_list)
@@ -134,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_)
         s.add_argument("benchmark", help="benchmark name (benchmarks/<name>.yaml) or a YAML path")
         s.add_argument("--profile", default=os.environ.get("PROFILE") or "default")
-        s.add_argument("--seeds", type=int, default=None, help="number of seeds (0..n-1)")
+        s.add_argument("--seeds", type=_int_arg(1, "a number of seeds >= 1"), default=None,
+                       help="number of seeds (0..n-1)")
         s.add_argument("--data", default=None, help="directory with real data")
         s.add_argument("--dataset", default=None, help="dataset label or real category name")
         s.add_argument("--backbone", default=None,
@@ -143,17 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
         s.add_argument("--reports", default="reports", help="output directory for tables")
         s.add_argument("--run-dir", default="runs", help="checkpoint directory")
-        for t in ("accelerator", "devices", "strategy", "num_nodes", "precision", "max_epochs"):
-            s.add_argument(f"--{t.replace('_', '-')}", dest=t, default=None)
+        for t in _TRAINER_FLAGS:
+            s.add_argument(f"--{t.replace('_', '-')}", dest=t, default=None, type=_trainer_arg(t),
+                           help=f"Trainer({t}=...), overriding the benchmark's")
         s.add_argument("--no-progress", action="store_true", help="hide progress bars")
-        s.add_argument("--jobs", type=int, default=int(os.environ.get("JOBS") or 1),
-                       help="independent runs at once, each on its own GPU or CPU share")
+        s.add_argument("--jobs", type=_int_arg(1, "a number of runs at once >= 1"), default=None,
+                       help="independent runs at once, each on its own GPU or CPU share "
+                       "(default $JOBS or 1)")
         s.add_argument("--no-report", action="store_true", help="skip the table at the end")
         s.add_argument("--tuned", action="store_true",
                        help="use the parameters in benchmarks/tuned/<benchmark>-<dataset>.yaml")
         if name == "sweep":
             s.add_argument("--row", default=None, help="method row to tune (default: first proposed)")
-            s.add_argument("--trials", type=int, default=20, help="finished trials the study should hold")
+            s.add_argument("--trials", type=_int_arg(1, "a number of trials >= 1"), default=20,
+                           help="finished trials the study should hold")
             s.add_argument("--storage", default=None,
                            help="Optuna storage URL (default $OPTUNA_STORAGE or sqlite:///optuna.db)")
         s.set_defaults(fn=fn)
@@ -166,14 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     import lightning.pytorch  # noqa: F401  (configures its loggers on import; quiet them after)
 
     console.quiet()
+    previous = raise_on_signals()
     try:
         return args.fn(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except (Interrupted, KeyboardInterrupt) as exc:
+        what = exc.name if isinstance(exc, Interrupted) else "SIGINT"
+        print(f"interrupted ({what}); rerun the same command to resume", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Interrupted) else 130
+    finally:
+        restore_signals(previous)
 
 
 if __name__ == "__main__":

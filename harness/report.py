@@ -18,6 +18,7 @@ import numpy as np
 from scipy import stats
 
 from harness import registry, tracking
+from harness.errors import UserError
 from harness.runner import resolve_keys
 from harness.spec import Benchmark
 
@@ -42,9 +43,10 @@ class Cell:
         return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
 
-def _complete_runs(bench: Benchmark, uri: str | None) -> list[tuple[Any, dict[str, float]]]:
+def _complete_runs(bench: Benchmark, uri: str | None, mlf: Any = None
+                   ) -> list[tuple[Any, dict[str, float]]]:
     """(run spec, metrics) of each of the benchmark's runs that has a complete MLflow run."""
-    mlf = tracking.client(tracking.tracking_uri(uri))
+    mlf = mlf if mlf is not None else tracking.connect(tracking.tracking_uri(uri))
     exp = mlf.get_experiment_by_name(bench.name)
     if exp is None:
         return []
@@ -299,10 +301,23 @@ def bar_chart(bench: Benchmark, cells: dict, path: Path) -> list[Path]:
 
 
 def write(bench: Benchmark, uri: str | None = None, out_dir: str | Path = "reports",
-          run_id: str | None = None) -> tuple[Path, str]:
-    """Build every report file; log them to ``run_id`` (or a new report run). Returns (md path, md)."""
+          run_id: str | None = None, require_runs: bool = False) -> tuple[Path, str]:
+    """Build every report file; log them to ``run_id`` (or a new report run). Returns (md path, md).
+
+    The store is asked first (:func:`harness.tracking.connect`): one line within seconds if it
+    cannot answer. ``require_runs``: refuse, leaving existing reports alone, when the store
+    holds no finished run of the benchmark (``harness report`` before any ``harness bench``).
+    """
     uri = tracking.tracking_uri(uri)
-    runs = _complete_runs(bench, uri)
+    mlf = tracking.connect(uri)
+    runs = _complete_runs(bench, uri, mlf)
+    if require_runs and not runs:
+        raise UserError(
+            f"no finished runs of benchmark {bench.name} (profile {bench.profile}) in "
+            f"{tracking.redact(uri)}: nothing to report; run `make bench METHOD={bench.name} "
+            f"PROFILE={bench.profile}` first, or point MLFLOW_TRACKING_URI / --tracking-uri at "
+            "the store that holds them"
+        )
     cells = collect(bench, uri, runs)
     tests = paired_tests(bench, cells)
     out = Path(out_dir)
@@ -325,7 +340,6 @@ def write(bench: Benchmark, uri: str | None = None, out_dir: str | Path = "repor
     curves = collect_curves(bench, runs) if bench.curves else {}
     if curves:
         files += curve_chart(bench, curves, out / f"{bench.name}-curves.png")
-    mlf = tracking.client(uri)
     if run_id is None:
         exp_id = tracking.ensure_experiment(mlf, bench.name, uri)
         run = mlf.create_run(exp_id, run_name=f"{bench.name}-report",

@@ -37,8 +37,15 @@ log = logging.getLogger(__name__)
 
 
 def storage_url(explicit: str | None = None) -> str:
-    """``explicit``, else ``$OPTUNA_STORAGE``, else ``sqlite:///<cwd>/optuna.db``."""
-    return explicit or os.environ.get("OPTUNA_STORAGE") or f"sqlite:///{Path.cwd() / 'optuna.db'}"
+    """``explicit``, else ``$OPTUNA_STORAGE``, else ``sqlite:///<cwd>/optuna.db``; checked.
+
+    A URL that cannot work (not a database URL, unknown scheme, driver not installed, a
+    ``sqlite:///`` path that cannot be a database) is a one-line :class:`UserError`.
+    """
+    url = explicit or os.environ.get("OPTUNA_STORAGE") or f"sqlite:///{Path.cwd() / 'optuna.db'}"
+    source = "--storage" if explicit else "OPTUNA_STORAGE" if os.environ.get("OPTUNA_STORAGE") else ""
+    tracking.check_database_url(url, "Optuna storage", source)
+    return url
 
 
 def validate_space(space: dict[str, Any], method: str) -> None:
@@ -86,10 +93,11 @@ def open_study(name: str, storage: str, direction: str) -> Any:
             if "refused" in str(exc) or "could not translate" in str(exc) or "No module" in str(exc):
                 break
             time.sleep(0.5 + random.random() * (attempt + 1))
+    first = str(last).splitlines()[0] if str(last).strip() else ""
     raise UserError(
-        f"cannot open Optuna storage {storage!r} ({type(last).__name__}: "
-        f"{str(last).splitlines()[0][:200]}); check OPTUNA_STORAGE or --storage, "
-        "e.g. sqlite:///optuna.db or postgresql://user:pass@host/db"
+        f"cannot open Optuna storage {tracking.redact(storage)!r} ({type(last).__name__}: "
+        f"{tracking.redact(first)[:200]}); check OPTUNA_STORAGE or --storage, "
+        "e.g. sqlite:///optuna.db or postgresql+psycopg2://user@host/db"
     )
 
 
@@ -129,7 +137,8 @@ def sweep(bench: Benchmark, row: str, dataset: str, trials: int, storage: str | 
     runner = Runner(bench, uri=uri, progress=progress)
     parent = runner.mlf.create_run(
         runner.experiment_id, run_name=f"sweep-{name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={tracking.TAG_KIND: "sweep", "study": name, "storage": storage, **runner.git},
+        tags={tracking.TAG_KIND: "sweep", "study": name, "storage": tracking.redact(storage),
+              **runner.git},
     )
     pid = parent.info.run_id
 
@@ -177,5 +186,5 @@ def sweep(bench: Benchmark, row: str, dataset: str, trials: int, storage: str | 
     for k, v in counts.items():
         runner.mlf.log_metric(pid, f"trials_{k}", v)
     runner.mlf.log_artifact(pid, str(path), "tuned")
-    return {"study": name, "storage": storage, "best_value": best.value,
+    return {"study": name, "storage": tracking.redact(storage), "best_value": best.value,
             "best_params": best.params, "counts": counts, "path": str(path)}

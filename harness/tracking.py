@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,21 +19,134 @@ from harness.errors import UserError
 TAG_KEY = "harness.run_key"
 TAG_COMPLETE = "harness.complete"
 TAG_KIND = "harness.kind"
+# scheme://user:password@host: the password runs to the last '@' before the host (an
+# unescaped '@' or '/' inside it is still masked)
+_CREDENTIALS = re.compile(r"(?<=://)([^:/@\s]*:)[^\s]*?@(?=[^@\s]*(?:[/?#]|$|\s))")
 
 log = logging.getLogger(__name__)
 
 
+def redact(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part masked as ``***``.
+
+    ``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``; a URL
+    without a password (or anything that is not a URL) comes back unchanged.
+    """
+    return _CREDENTIALS.sub(r"\1***@", url)
+
+
 def tracking_uri(explicit: str | None = None) -> str:
-    """``explicit``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db`` (absolute)."""
+    """``explicit``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db`` (absolute).
+
+    Refuses (one-line :class:`UserError`) a file store, a scheme MLflow has no store for, a
+    database whose driver is not installed, and a ``sqlite:///`` path that cannot be a database.
+    """
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    source = "--tracking-uri" if explicit else "MLFLOW_TRACKING_URI" if uri else "the default"
     if not uri:
         uri = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    if uri in ("databricks", "databricks-uc", "uc"):
+        return uri
     if uri.startswith("file:") or "://" not in uri:
         raise UserError(
-            f"tracking URI {uri!r} is a file store, which MLflow >= 3.13 refuses; use "
-            "sqlite:///mlflow.db or an http(s):// MLflow server"
+            f"tracking URI {redact(uri)!r} ({source}) is a file store, which MLflow >= 3.13 "
+            "refuses; use sqlite:///mlflow.db or an http(s):// MLflow server"
         )
+    scheme = uri.split("://", 1)[0].lower()
+    schemes = _tracking_schemes()
+    if scheme.split("+", 1)[0] not in schemes:
+        raise UserError(
+            f"tracking URI {redact(uri)!r} ({source}): unknown scheme {scheme + '://'!r}; use "
+            f"one of {', '.join(s + '://' for s in sorted(schemes))}, e.g. sqlite:///mlflow.db "
+            "or http://host:5000"
+        )
+    if scheme.split("+", 1)[0] in _SQL_ENGINES:
+        check_database_url(uri, "tracking URI", source)
     return uri
+
+
+_SQL_ENGINES = ("postgresql", "mysql", "sqlite", "mssql")
+# per database: (SQLAlchemy driver name, module it imports, package to install)
+_DRIVERS = {
+    "postgresql": (("psycopg2", "psycopg2", "psycopg2-binary"), ("psycopg", "psycopg", "'psycopg[binary]'"),
+                   ("pg8000", "pg8000", "pg8000")),
+    "mysql": (("mysqldb", "MySQLdb", "mysqlclient"), ("pymysql", "pymysql", "PyMySQL"),
+              ("mysqlconnector", "mysql.connector", "mysql-connector-python")),
+    "mssql": (("pyodbc", "pyodbc", "pyodbc"), ("pymssql", "pymssql", "pymssql")),
+}
+
+
+def _tracking_schemes() -> set[str]:
+    """URI schemes MLflow has a tracking store for (plugins included), minus the file store."""
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        schemes = {s for s in _tracking_store_registry._registry if s}
+    except Exception:  # a private API: fall back to the built-in stores
+        schemes = {"http", "https", "databricks", "databricks-uc", "uc", *_SQL_ENGINES}
+    return schemes - {"file"}
+
+
+def check_database_url(url: str, what: str, source: str = "") -> None:
+    """Refuse a SQLAlchemy database URL that cannot work, with one line naming ``what`` (and the
+    ``source`` it came from: a flag or an environment variable).
+
+    Unparsable URLs, unknown dialects, a driver that is not installed (naming the package and
+    any installed alternative), and a ``sqlite:///`` path whose directory is missing or whose
+    file is not an SQLite database.
+    """
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = f"{redact(url)!r}" + (f" ({source})" if source else "")
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise UserError(f"{what} {shown}: unknown database scheme {url.split('://')[0] + '://'!r}; "
+                        "use sqlite:///file.db, postgresql+psycopg2://... or mysql+pymysql://...") from None
+    except ArgumentError:
+        raise UserError(f"{what} {shown} is not a database URL; write it as "
+                        "dialect[+driver]://user:password@host/db or sqlite:///file.db") from None
+    backend = parsed.get_backend_name()
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        options = _DRIVERS.get(backend, ())
+        missing = next((pkg for drv, _, pkg in options if drv == dialect.driver), exc.name or dialect.driver)
+        have = [f"{backend}+{drv}://" for drv, mod, _ in options
+                if drv != dialect.driver and importlib.util.find_spec(mod.split(".")[0]) is not None]
+        alt = f", or use the installed driver: {' or '.join(have)}" if have else ""
+        raise UserError(f"{what} {shown} needs the {dialect.driver} driver, which is not "
+                        f"installed: install it (.venv/bin/pip install {missing}){alt}") from None
+    if backend == "sqlite":
+        _check_sqlite_path(parsed.database, shown, what)
+
+
+def _check_sqlite_path(database: str | None, shown: str, what: str) -> None:
+    # ``shown``: the URL as messages may show it (password masked), with its source
+    """The file of a ``sqlite:///`` URL: its directory exists, and it is an SQLite database if present."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.is_dir():
+        raise UserError(f"{what} {shown} names a directory, not a database file; use "
+                        f"sqlite:///{path / 'mlflow.db'} or another file name")
+    if not path.parent.is_dir():
+        raise UserError(f"{what} {shown}: directory {path.parent} does not exist; create it "
+                        "or fix the path (sqlite:///relative.db or sqlite:////absolute/path.db)")
+    if path.exists() and path.stat().st_size > 0:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(16)
+        except OSError as exc:
+            raise UserError(f"{what} {shown}: cannot read {path} ({exc.strerror}); fix its "
+                            "permissions or choose another file") from None
+        if head != b"SQLite format 3\x00":
+            raise UserError(f"{what} {shown}: {path} exists but is not an SQLite database; "
+                            "point the URL at another file name (it is created on first use)")
 
 
 def global_rank() -> int:
@@ -276,6 +390,46 @@ def configure_http_retries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+def connect(uri: str) -> Any:
+    """An MLflow client for ``uri`` that has answered one request, within seconds.
+
+    HTTP retries are cut as for a run (:func:`configure_http_retries`); an unreachable
+    server, refused credentials or a broken store is a one-line :class:`UserError`.
+    """
+    if uri.startswith("http"):
+        configure_http_retries()
+    mlf = client(uri)
+    retries = logging.getLogger("urllib3.connectionpool")
+    level = retries.level
+    retries.setLevel(logging.ERROR)  # "Retrying (...)" warnings: the error below says it all
+    try:
+        mlf.search_experiments(max_results=1)
+    except Exception as exc:
+        raise UserError(unreachable_message(uri, exc)) from None
+    finally:
+        retries.setLevel(level)
+    return mlf
+
+
+def unreachable_message(uri: str, exc: BaseException) -> str:
+    """One line for an MLflow store that did not answer ``exc``-free (password masked)."""
+    text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")[:200]
+    if any(code in text for code in ("401", "403", "Unauthorized", "Forbidden")):
+        return (f"MLflow tracking at {redact(uri)} refused the request ({text}); set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD for a server with "
+                "authentication")
+    if _unreachable(exc):
+        full = str(exc)
+        reason = next((why for needle, why in (
+            ("refused", "connection refused"), ("timed out", "timed out"),
+            ("Name or service not known", "unknown host"), ("resolve", "unknown host"),
+            ("Remote end closed", "connection closed")) if needle in full), type(exc).__name__)
+        return (f"cannot reach MLflow tracking at {redact(uri)} ({reason}); start the server or "
+                "point MLFLOW_TRACKING_URI / --tracking-uri at a running one")
+    return (f"MLflow tracking at {redact(uri)} failed ({type(exc).__name__}: {text}); check the "
+            "store, or point MLFLOW_TRACKING_URI / --tracking-uri at another one")
 
 
 class RunLogger(MLFlowLogger):

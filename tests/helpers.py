@@ -34,3 +34,19 @@ def run_bench(workdir: Path, text: str, name: str) -> Any:
     exp = mlf.get_experiment_by_name(name)
     (run,) = mlf.search_runs([exp.experiment_id], filter_string="tags.`harness.complete` = '1'")
     return run
+
+
+def user_error(argv: list[str], capsys: Any, needle: str | None = None) -> str:
+    """Run ``harness <argv>`` in-process and assert a user error: exit code 2 and exactly one
+    line on stderr, starting ``error:`` and holding no traceback. Returns that line."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2, (code, err)
+    assert len(err) == 1, err
+    assert err[0].startswith("error:") and "Traceback" not in err[0], err
+    if needle is not None:
+        assert needle in err[0], (needle, err[0])
+    return err[0]

@@ -82,11 +82,13 @@ def test_invalid_search_spaces_are_refused(space, needle):
 
 
 def test_unreachable_storage_is_one_line(workdir, capsys):
+    pytest.importorskip("psycopg2")
     argv = ["sweep", "aurl", "--profile", "quick", "--trials", "2", "--no-progress",
-            "--storage", "postgresql://nobody:pw@127.0.0.1:1/none"]
+            "--storage", "postgresql+psycopg2://nobody:secret@127.0.0.1:1/none"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cannot open Optuna storage" in err[0]
+    assert len(err) == 1 and "cannot open Optuna storage" in err[0], err
+    assert "nobody:***@127.0.0.1" in err[0] and "secret" not in err[0]
 
 
 def test_sweep_on_real_data_writes_the_file_the_tuned_bench_reads(workdir, capsys):
