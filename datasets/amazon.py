@@ -5,7 +5,9 @@ the ratings-only CSV (see :mod:`harness.datasets.amazon_readers`). Without a
 directory, :func:`write_synthetic` writes a 2018-format category
 (``Synthetic_5.json.gz`` plus ``meta_Synthetic.json.gz``) and the DataModule
 reads it back through the same reader as real data. The DataModule de-duplicates,
-k-cores and splits once into a cached tensor file and serves BPR-style training batches
+k-cores and splits once into a cached tensor file (in ``prepare_data``, where bad files and
+empty splits are refused; a cache file that does not load is set aside and rebuilt) and
+serves BPR-style training batches
 (with sampled negatives) and per-user full-ranking evaluation batches, sharded across ranks
 by itself.
 
@@ -34,9 +36,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from harness.api import DataModule, RealData, choice
-from harness.cache import atomic_file, cached_dir, fingerprint, is_complete, stable_hash
+from harness.cache import cached_dir, cached_torch, fingerprint, is_complete, stable_hash
 from harness.datasets import amazon_readers as ar
-from harness.errors import UserError
+from harness.errors import DataFormatError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +208,16 @@ class RecData:
     active_user: torch.Tensor
 
 
+_PAYLOAD_KEYS = frozenset({"n_users", "n_items", "user", "item", "timestamp", "train", "valid",
+                           "test", "stats"})
+
+
+def _payload_ok(p: Any) -> bool:
+    """Whether a loaded cache holds what :meth:`AmazonDataModule.setup` reads."""
+    return isinstance(p, dict) and _PAYLOAD_KEYS <= set(p) and all(
+        isinstance(p[k], torch.Tensor) for k in ("user", "item", "train", "valid", "test"))
+
+
 def _csr(user: np.ndarray, item: np.ndarray, n_users: int) -> tuple[torch.Tensor, torch.Tensor]:
     order = np.lexsort((item, user))
     indptr = np.zeros(n_users + 1, dtype=np.int64)
@@ -317,6 +329,7 @@ class AmazonDataModule(DataModule):
         self._info: RecData | None = None
         self._stats: dict[str, Any] = {}
         self._fingerprint: str | None = None
+        self._payload: dict[str, Any] | None = None
 
     # -- raw files ------------------------------------------------------------------------
 
@@ -324,7 +337,9 @@ class AmazonDataModule(DataModule):
         """The directory read: the user's, or the cached synthetic set (written if missing)."""
         if self.data_dir is not None:
             return Path(self.data_dir).expanduser()
-        out = self.cache_dir / "synthetic" / f"amazon-{self.synthetic.key()}"
+        # the writer names its files after the category: the key holds both
+        key = stable_hash([self.category, asdict(self.synthetic)], 12)
+        out = self.cache_dir / "synthetic" / f"amazon-{key}"
         if not is_complete(out):
             log.info("writing synthetic Amazon data to %s", out)
         return cached_dir(out, lambda tmp: write_synthetic(tmp, self.synthetic, self.category))
@@ -337,26 +352,31 @@ class AmazonDataModule(DataModule):
         return self._fingerprint
 
     def _processed_path(self) -> Path:
+        # every argument the payload depends on; v: its layout (2: empty splits refused)
         args = {
             "fp": self.fingerprint(), "category": self.category, "k": self.k_core,
             "split": self.split, "ratios": self.split_ratios, "split_seed": self.split_seed,
-            "head": self.head_share, "active": self.active_share, "v": 1,
+            "v": 2,
         }
         return self.cache_dir / "processed" / f"amazon-{stable_hash(args, 16)}.pt"
 
     def prepare_data(self) -> None:
-        """Write synthetic data if needed, then read, filter and split once into the cache."""
-        path = self._processed_path()
-        if path.exists():
-            return
+        """Write synthetic data if needed, then read, filter and split once into the cache (a
+        cache file that does not load is set aside and rebuilt); data errors are raised here."""
+        if self._payload is None:
+            self._payload = cached_torch(self._processed_path(), self._process, _payload_ok)
+
+    def _process(self) -> dict[str, Any]:
         fmt, reviews, _ = ar.find_files(self.raw_dir(), self.category)
         log.info("reading %s (%s format)", reviews, fmt)
         inter, stats = ar.read_interactions(reviews, fmt, progress=True)
+        n_read = len(inter)
         inter = ar.k_core(ar.dedupe_keep_earliest(inter), self.k_core)
         if len(inter) == 0:
-            raise UserError(
-                f"no interactions left in {reviews} after {self.k_core}-core filtering; "
-                "use a larger category or a smaller k_core"
+            raise DataFormatError(
+                f"no interactions left in {reviews} after {self.k_core}-core filtering (of "
+                f"{n_read} read): every user and item needs {self.k_core} interactions; use a "
+                "larger category, the complete reviews file, or a smaller k_core"
             )
         split_fn = SPLITS[self.split]
         kwargs: dict[str, Any] = {}
@@ -365,7 +385,15 @@ class AmazonDataModule(DataModule):
         if self.split == "ratio":
             kwargs["seed"] = self.split_seed
         tr, va, te = split_fn(inter, **kwargs)
-        payload = {
+        for part, rows in (("train", tr), ("valid", va), ("test", te)):
+            if len(rows) == 0:
+                raise UserError(
+                    f"dataset amazon ({reviews}, category {self.category}): the {part} split is "
+                    f"empty ({len(inter)} interactions after {self.k_core}-core, split "
+                    f"{self.split!r}, split_ratios {list(self.split_ratios)}); give the {part} "
+                    "split a share (split_ratios), use another split or more data"
+                )
+        return {
             "n_users": inter.n_users, "n_items": inter.n_items,
             "user": torch.from_numpy(inter.user), "item": torch.from_numpy(inter.item),
             "timestamp": torch.from_numpy(inter.timestamp),
@@ -373,14 +401,13 @@ class AmazonDataModule(DataModule):
             "test": torch.from_numpy(te),
             "stats": {"lines": stats.lines, "malformed": stats.malformed, "format": fmt},
         }
-        with atomic_file(path) as tmp:
-            torch.save(payload, tmp)
 
     def setup(self, stage: str | None = None) -> None:
         if self._info is not None:
             return
         self.prepare_data()
-        p = torch.load(self._processed_path(), weights_only=True)
+        p = self._payload
+        assert p is not None
         n_users, n_items = p["n_users"], p["n_items"]
         user, item = p["user"].numpy(), p["item"].numpy()
         tr, va, te = p["train"].numpy(), p["valid"].numpy(), p["test"].numpy()

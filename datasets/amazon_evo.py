@@ -20,6 +20,8 @@ seeded candidate list (target first in storage).
 :class:`AmazonEvoDataModule` builds the base LM (:mod:`harness.backbones`) and serves the
 training data a method's stage asks for (base period, update period, or both) as prompts and
 answers in token ids, and validation / test candidate lists tagged with the user's group.
+The category is read, checked and split in ``prepare_data``, before any run starts: bad
+files, and a period without active or without inactive users, are refused there.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from harness.api import DataModule, RealData, StageData
 from harness.backbones import language_model, load_backbone_tokenizer
 from harness.cache import cached_dir, fingerprint, stable_hash
 from harness.datasets import amazon_readers as ar
-from harness.datasets.amazon_seq import collate_lm, negatives, words
+from harness.datasets.amazon_seq import check_negatives, collate_lm, negatives, read_domain, words
 from harness.errors import UserError
 
 UPDATE_START = 1_500_000_000  # the synthetic writer's period boundary (unix seconds)
@@ -175,18 +177,13 @@ class EvoSplit:
 def evolving_split(data_dir: str | Path, domain: str, n_candidates: int = 20,
                    update_start: int | None = None, base_share: float = 0.8, k_core: int = 5,
                    seed: int = 0) -> EvoSplit:
-    """Read one category and split it into a base and an update period (module docstring)."""
-    fmt, reviews, meta = ar.find_files(data_dir, domain)
-    inter, _ = ar.read_interactions(reviews, fmt)
-    inter = ar.k_core(ar.dedupe_keep_earliest(inter), k_core)
-    if len(inter) == 0:
-        raise UserError(f"{domain}: nothing left after {k_core}-core filtering")
-    if meta is None:
-        raise UserError(f"{domain}: LLM recommendation needs item titles; meta_{domain} is missing")
-    if n_candidates > inter.n_items:
-        raise UserError(f"{domain}: {n_candidates} candidates but only {inter.n_items} items")
-    titles_by_id = ar.read_titles(meta, fmt, keep=set(inter.item_ids.tolist()))
-    titles = [titles_by_id.get(str(a), str(a)) for a in inter.item_ids]
+    """Read one category and split it into a base and an update period (module docstring).
+    Bad files are a DataFormatError (:func:`amazon_seq.read_domain`); a period without active
+    or without inactive users (nothing to update on, or one group's metrics left empty) a
+    UserError naming ``update_start`` / ``base_share``."""
+    reviews, inter, titles = read_domain(data_dir, domain, k_core, n_candidates, "amazon-evo")
+    if update_start is None and not 0.0 < base_share < 1.0:
+        raise UserError(f"base_share must be a fraction in (0, 1), got {base_share!r}")
     cut = update_start if update_start is not None else int(np.quantile(inter.timestamp, base_share))
     rng = np.random.default_rng([seed, 11])
     order = np.lexsort((inter.timestamp, inter.user))
@@ -207,13 +204,24 @@ def evolving_split(data_dir: str | Path, domain: str, n_candidates: int = 20,
             group = "inactive"
         else:
             continue
+        check_negatives(inter.n_items, seq, n_candidates, str(inter.user_ids[u]), reviews,
+                        "amazon-evo")
         for part, history, target in rows:
             negs = negatives(rng, inter.n_items, set(seq), n_candidates - 1)
             part.append((u, history[-50:], target, [target, *negs], group))
-    if not split.update:
-        raise UserError(f"{domain}: no active user (3+ interactions after the update start "
-                        f"{cut}); set update_start or base_share")
+    inactive = len(split.base) - len(split.update)
+    for group, n, what in (("active", len(split.update), "3+ interactions from"),
+                           ("inactive", inactive, "none from, and 3+ before,")):
+        if n == 0:
+            raise UserError(
+                f"dataset amazon-evo ({reviews}): no {group} user ({what} the update start {cut}, "
+                f"{_date(cut)}), so the valid and test splits have no {group} example; set "
+                "update_start (unix seconds) or base_share to split the period elsewhere")
     return split
+
+
+def _date(t: int) -> str:
+    return str(np.datetime64(int(t), "s"))[:10]
 
 
 @dataclass
@@ -263,6 +271,7 @@ class AmazonEvoDataModule(DataModule):
         self.pretrain, self.cache_dir = pretrain or {}, Path(cache_dir)
         self.backbone, self.seed = backbone, seed
         self._info: EvoData | None = None
+        self._split: EvoSplit | None = None
         self._request = StageData()
 
     def raw_dir(self) -> Path:
@@ -276,12 +285,24 @@ class AmazonEvoDataModule(DataModule):
         _, reviews, meta = ar.find_files(self.raw_dir(), self.category)
         return fingerprint([p for p in (reviews, meta) if p is not None])
 
+    def prepare_data(self) -> None:
+        """Read and split the category (kept for :meth:`setup`): bad files and empty splits
+        are raised here, before any run starts."""
+        if self._split is None:
+            self._split = evolving_split(self.raw_dir(), self.category, self.n_candidates,
+                                         self.update_start, self.base_share, seed=self.seed)
+            if not any(len(seq) > 1 for seq in self._split.base.values()):
+                raise UserError(f"dataset amazon-evo ({self.raw_dir()}): the base period of "
+                                f"{self.category} has no training example; set update_start or "
+                                "base_share later")
+
     def setup(self, stage: str | None = None) -> None:
         if self._info is not None:
             return
         tok = load_backbone_tokenizer(self.backbone) if self.backbone else None  # fail early
-        split = evolving_split(self.raw_dir(), self.category, self.n_candidates, self.update_start,
-                               self.base_share, seed=self.seed)
+        self.prepare_data()
+        split = self._split
+        assert split is not None
         tok, base_dir, codec = language_model(tok, self.backbone, sorted(set(split.titles)),
                                               self.pretrain, self.cache_dir)
         self._info = EvoData(split, tok, base_dir, codec, self.category, {self.category: split},

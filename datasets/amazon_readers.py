@@ -148,6 +148,11 @@ def _candidates(category: str) -> dict[str, tuple[list[str], list[str]]]:
     }
 
 
+def meta_names(category: str, fmt: str) -> list[str]:
+    """The meta file names tried for ``category`` in format ``fmt``, in order."""
+    return _candidates(category)[fmt][1]
+
+
 def find_files(data_dir: str | Path, category: str) -> tuple[str, Path, Path | None]:
     """Detect the format from the files present; return (fmt, reviews_path, meta_path or None).
 

@@ -8,7 +8,9 @@ text. :func:`sequential_split` turns one domain into leave-one-out examples (his
 next item) with a fixed, seeded candidate list per example, and marks cold examples
 (target item never seen in training). :class:`AmazonSeqDataModule` builds the base LM
 (:mod:`harness.backbones`) and serves prompts as token ids: training examples of the domains
-a method's stage asks for, and candidate lists of the target domain for evaluation.
+a method's stage asks for, and candidate lists of the target domain for evaluation. Files
+are read, checked (:func:`read_domain`: a DataFormatError naming the file) and split in
+``prepare_data``, before any run starts; a split without examples is a UserError there too.
 
 Generator: every item has two shared attributes and one domain noun; every user has
 two favourite attributes. A sequence starts at an item drawn by popularity x taste;
@@ -33,7 +35,7 @@ from harness.api import DataModule, RealData, StageData, choice
 from harness.backbones import language_model, load_backbone_tokenizer
 from harness.cache import cached_dir, fingerprint, stable_hash
 from harness.datasets import amazon_readers as ar
-from harness.errors import UserError
+from harness.errors import DataFormatError, UserError
 
 _SYLL = ["ba", "co", "di", "fu", "ga", "he", "ji", "ko", "lu", "me", "no", "pi", "ra", "su", "te",
          "vi", "wo", "xa", "yo", "zu"]
@@ -133,6 +135,49 @@ class SeqSplit:
     cold_items: set[int] = field(default_factory=set)
 
 
+def read_domain(data_dir: str | Path, domain: str, k_core: int, n_candidates: int,
+                dataset: str) -> tuple[Path, ar.Interactions, list[str]]:
+    """One category's reviews (deduplicated, k-cored) and its items' titles, checked: a
+    DataFormatError (UserError for ``n_candidates``) naming the file and what to do when the
+    files are missing, malformed, too small, or hold no title. Returns (reviews, interactions,
+    titles in item-code order; an item without a title gets its id)."""
+    fmt, reviews, meta = ar.find_files(data_dir, domain)
+    inter, _ = ar.read_interactions(reviews, fmt)
+    n_read = len(inter)
+    inter = ar.k_core(ar.dedupe_keep_earliest(inter), k_core)
+    if len(inter) == 0:
+        raise DataFormatError(
+            f"dataset {dataset}: no interactions left in {reviews} after {k_core}-core filtering "
+            f"(of {n_read} read): every user and item needs {k_core}; use a larger category or "
+            "its complete reviews file")
+    if meta is None:
+        names = " or ".join(ar.meta_names(domain, fmt))
+        raise DataFormatError(
+            f"dataset {dataset}: LLM recommendation needs item titles, but {Path(data_dir)} has no "
+            f"meta file for {domain!r} ({names}); download it beside {reviews.name} (public copy: "
+            f"{ar.PUBLIC_COPIES[fmt]})")
+    if n_candidates > inter.n_items:
+        raise UserError(f"dataset {dataset}: {n_candidates} candidates (n_candidates) but only "
+                        f"{inter.n_items} items in {reviews} after {k_core}-core filtering; use "
+                        "fewer candidates or a larger category")
+    titles_by_id = ar.read_titles(meta, fmt, keep=set(inter.item_ids.tolist()))
+    if not titles_by_id:
+        raise DataFormatError(
+            f"dataset {dataset}: {meta} holds no title for any of the {inter.n_items} items of "
+            f"{reviews.name}; prompts are built from titles: "
+            f"download the category's complete meta file (public copy: {ar.PUBLIC_COPIES[fmt]})")
+    titles = [titles_by_id.get(str(a), str(a)) for a in inter.item_ids]
+    return reviews, inter, titles
+
+
+def check_negatives(n_items: int, seq: list[int], n_candidates: int, user: str, where: Path,
+                     dataset: str) -> None:
+    if n_items - len(set(seq)) < n_candidates - 1:
+        raise UserError(f"dataset {dataset}: user {user} of {where} has interacted with "
+                        f"{len(set(seq))} of the {n_items} items, too many to draw "
+                        f"{n_candidates - 1} negatives; use fewer candidates (n_candidates)")
+
+
 def sequential_split(data_dir: str | Path, domain: str, n_candidates: int = 20,
                      cold_share: float = 0.0, k_core: int = 5, seed: int = 0) -> SeqSplit:
     """Read one domain, k-core it, and build leave-one-out examples with seeded candidates.
@@ -140,19 +185,9 @@ def sequential_split(data_dir: str | Path, domain: str, n_candidates: int = 20,
     ``cold_share`` of the items (seeded) are held out of training entirely: examples whose
     target is one of them are cold-start examples (``cold=True``). Cold users (a whole
     domain unseen in training) are the cross-domain setting itself: train on other domains
-    and evaluate this one.
+    and evaluate this one. Bad files are a DataFormatError (:func:`read_domain`).
     """
-    fmt, reviews, meta = ar.find_files(data_dir, domain)
-    inter, _ = ar.read_interactions(reviews, fmt)
-    inter = ar.k_core(ar.dedupe_keep_earliest(inter), k_core)
-    if len(inter) == 0:
-        raise UserError(f"{domain}: nothing left after {k_core}-core filtering")
-    if meta is None:
-        raise UserError(f"{domain}: LLM recommendation needs item titles; meta_{domain} is missing")
-    titles_by_id = ar.read_titles(meta, fmt, keep=set(inter.item_ids.tolist()))
-    titles = [titles_by_id.get(str(a), str(a)) for a in inter.item_ids]
-    if n_candidates > inter.n_items:
-        raise UserError(f"{domain}: {n_candidates} candidates but only {inter.n_items} items")
+    reviews, inter, titles = read_domain(data_dir, domain, k_core, n_candidates, "amazon-seq")
     rng = np.random.default_rng([seed, 7])
     n_cold = int(round(cold_share * inter.n_items))
     cold = set(rng.choice(inter.n_items, n_cold, replace=False).tolist()) if n_cold else set()
@@ -162,6 +197,8 @@ def sequential_split(data_dir: str | Path, domain: str, n_candidates: int = 20,
     split = SeqSplit(domain=domain, titles=titles, train=[], cold_items=cold)
     for a, b in zip(starts[:-1], starts[1:], strict=True):
         u, seq = int(users[a]), items[a:b].tolist()
+        check_negatives(inter.n_items, seq, n_candidates, str(inter.user_ids[u]), reviews,
+                         "amazon-seq")
         split.train.append([i for i in seq[:-2] if i not in cold])
         for part, cut in ((split.valid, len(seq) - 2), (split.test, len(seq) - 1)):
             target = seq[cut]
@@ -235,6 +272,7 @@ class AmazonSeqDataModule(DataModule):
         self.pretrain = pretrain or {}
         self.backbone = backbone
         self._info: SeqData | None = None
+        self._splits: dict[str, SeqSplit] | None = None
         self._request = StageData()
 
     def raw_dir(self) -> Path:
@@ -251,13 +289,34 @@ class AmazonSeqDataModule(DataModule):
             files += [p for p in (reviews, meta) if p is not None]
         return fingerprint(files)
 
+    def prepare_data(self) -> None:
+        """Read and split every domain (kept for :meth:`setup`) and check that each split has
+        examples: bad files and empty splits are raised here, before any run starts."""
+        if self._splits is not None:
+            return
+        splits = {d: sequential_split(self.raw_dir(), d, self.n_candidates,
+                                      self.cold_share if d == self.target else 0.0, seed=self.seed)
+                  for d in self.domains}
+        where = f"dataset amazon-seq ({self.raw_dir()})"
+        for d, split in splits.items():
+            if not any(len(seq) > 1 for seq in split.train):
+                raise UserError(f"{where}: the train split of {d} has no example (no user keeps "
+                                "two items for training); use more data for that domain")
+        target = splits[self.target]
+        for part, rows in (("valid", target.valid), ("test", target.test)):
+            if self.setting == "cold" and not any(r[4] for r in rows):
+                raise UserError(f"{where}: the {part} split of {self.target} has no cold example "
+                                f"(setting cold, cold_share {self.cold_share}); raise cold_share "
+                                "(e.g. 0.3) or use setting warm")
+        self._splits = splits
+
     def setup(self, stage: str | None = None) -> None:
         if self._info is not None:
             return
         tok = load_backbone_tokenizer(self.backbone) if self.backbone else None  # fail early
-        splits = {d: sequential_split(self.raw_dir(), d, self.n_candidates,
-                                      self.cold_share if d == self.target else 0.0, seed=self.seed)
-                  for d in self.domains}
+        self.prepare_data()
+        splits = self._splits
+        assert splits is not None
         corpus = sorted({t for s in splits.values() for t in s.titles})  # catalogue text only
         tok, base_dir, codec = language_model(tok, self.backbone, corpus, self.pretrain,
                                               self.cache_dir)

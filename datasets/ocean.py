@@ -6,8 +6,10 @@ synthetic eddy simulation (:mod:`harness.datasets.ocean_sim`), cached by its arg
 ``cache_dir/synthetic``, and read it back through the same reader; with ``DATA=<dir>`` the
 default :class:`harness.api.RealData` they declare points ``data_dir`` at the directory. Processed data is
 cached under ``cache_dir/processed`` (:mod:`harness.cache`), keyed by the raw files'
-fingerprint and the preprocessing arguments. Sizes and periods are tagged on every run
-through ``stats()``. Bad files or parameters raise :class:`harness.errors.UserError` s.
+fingerprint and every preprocessing argument; a cache that does not load is set aside
+(``.corrupt``) and rebuilt. Sizes and periods are tagged on every run through ``stats()``.
+Bad files or parameters raise :class:`harness.errors.UserError` s (``DataFormatError`` for
+files), one line naming the file, from ``prepare_data``: before any run starts.
 
 * :class:`EddyDataModule` (``ocean-eddy``): from high-resolution QG snapshots, coarse
   inputs ``(u, v)`` per layer on the ``nx_lo`` grid and the subgrid momentum forcing
@@ -24,10 +26,14 @@ through ``stats()``. Bad files or parameters raise :class:`harness.errors.UserEr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import math
-from collections.abc import Callable, Mapping
+import warnings
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,14 +44,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from harness.api import DataModule, RealData, choice
-from harness.cache import atomic_file, cached_dir, fingerprint, stable_hash
+from harness.cache import cached_dir, cached_torch, fingerprint, is_complete, set_aside, stable_hash
 from harness.datasets import ocean_sim
-from harness.datasets.ocean_reader import open_ocean
+from harness.datasets.ocean_reader import open_ocean, parse_time_step
 from harness.datasets.qg import DAY, QGConfig, QGModel, subgrid_forcing
 from harness.errors import DataFormatError, UserError
 from harness.metrics import ocean as om
 
 LAYERS = ("upper", "lower")
+log = logging.getLogger(__name__)
 
 
 def _nc_files(d: Path) -> list[Path]:
@@ -76,8 +83,65 @@ def _positive_int(name: str, value: Any, low: int = 1) -> None:
 
 
 def _synthetic_dir(cache_dir: Path, sim: ocean_sim.EddySim) -> Path:
-    out = cache_dir / "synthetic" / f"ocean-eddy-{sim.key()}"
+    out = cache_dir / "synthetic" / f"ocean-eddy-{sim.key()}"  # key: every EddySim field
     return cached_dir(out, lambda tmp: ocean_sim.simulate(tmp, sim))
+
+
+def _where(files: list[Path]) -> str:
+    """The files named in an error: the file, or the count and directory of several."""
+    return str(files[0]) if len(files) == 1 else f"the {len(files)} files in {files[0].parent}"
+
+
+@contextlib.contextmanager
+def _reading(where: str) -> Iterator[None]:
+    """A failure while reading the files' data (a truncated or corrupted chunk) as one line."""
+    try:
+        yield
+    except (OSError, RuntimeError, EOFError, zlib.error) as exc:
+        text = str(exc).strip().splitlines()
+        raise DataFormatError(
+            f"{where}: reading the data failed ({type(exc).__name__}: {text[0] if text else ''}); "
+            "a file is truncated or corrupted: download or write it again") from None
+
+
+def _same_qg_config(files: list[Path], cfg_json: str) -> None:
+    """Every high-resolution file must come from the run the first one describes."""
+    import netCDF4
+
+    want = json.loads(cfg_json)
+    for f in files[1:]:
+        with _reading(str(f)), netCDF4.Dataset(f) as nc:
+            other = nc.__dict__.get("qg_config")
+        try:
+            same = other is not None and json.loads(other) == want
+        except ValueError:
+            same = False
+        if not same:
+            raise DataFormatError(
+                f"{f}: its 'qg_config' attribute ({'missing' if other is None else repr(other[:80])}) "
+                f"differs from that of {files[0]}; every file must come from one QG run "
+                "(harness.datasets.ocean_sim.simulate)")
+
+
+def _stats_payload(stats: OnlineStats) -> dict[str, Any]:
+    """An :class:`OnlineStats` as tensors and a float (loadable with ``weights_only=True``)."""
+    return {"spectrum": torch.as_tensor(np.array(stats.spectrum)),
+            "ke_samples": torch.as_tensor(np.array(stats.ke_samples)),
+            "ke_series": torch.as_tensor(np.array(stats.ke_series)), "seconds": float(stats.seconds)}
+
+
+def _stats_from(d: Mapping[str, Any]) -> OnlineStats:
+    return OnlineStats(d["spectrum"].numpy(), d["ke_samples"].numpy(), d["ke_series"].numpy(),
+                       float(d["seconds"]))
+
+
+_EDDY_KEYS = frozenset({"x", "y", "n_train", "n_val", "cfg_lo", "q0", "reference", "noparam", "times"})
+
+
+def _eddy_payload_ok(d: Any) -> bool:
+    """Whether a loaded eddy cache holds what :meth:`EddyDataModule.setup` reads."""
+    return isinstance(d, dict) and _EDDY_KEYS <= set(d) and isinstance(d["x"], Tensor) \
+        and isinstance(d["reference"], dict) and isinstance(d["reference"].get("spectrum"), Tensor)
 
 
 # ---------------------------------------------------------------------------- online test
@@ -287,22 +351,30 @@ class EddyDataModule(_OceanFiles):
         self._fingerprint: str | None = None
         self._info: EddyInfo | None = None
         self._stats: dict[str, Any] = {}
+        self._payload: dict[str, Any] | None = None
 
     def _processed_path(self) -> Path:
+        # every argument _process reads; v: the payload's layout (3: plain tensors, weights_only)
         key = stable_hash({"fp": self.fingerprint(), "nx_lo": self.nx_lo, "filter": self.filter,
-                           "split": self.split, "online": self.online, "v": 2})
+                           "split": self.split, "online": self.online, "v": 3})
         return self.cache_dir / "processed" / f"ocean-eddy-{key}.pt"
 
     def prepare_data(self) -> None:
-        path = self._processed_path()
-        if path.exists():
-            return
-        with atomic_file(path) as tmp:
-            torch.save(self._process(), tmp)
+        """Check and process the snapshots once into the cache (a cache file that does not
+        load is set aside and rebuilt); every data error is raised here."""
+        if self._payload is None:
+            self._payload = cached_torch(self._processed_path(), self._process, _eddy_payload_ok)
 
     def _process(self) -> dict[str, Any]:
         files = _nc_files(self.raw_dir())
         data = open_ocean(files, variables=("uo", "vo"), chunks=None)
+        try:
+            return self._forcing(files, data)
+        finally:
+            data.close()
+
+    def _forcing(self, files: list[Path], data: Any) -> dict[str, Any]:
+        where = _where(files)
         cfg_json = data.ds.attrs.get("qg_config")
         if cfg_json is None:
             raise DataFormatError(
@@ -315,22 +387,40 @@ class EddyDataModule(_OceanFiles):
             raise DataFormatError(
                 f"{files[0]}: its 'qg_config' attribute is not a QG model configuration ({exc}); "
                 "write the snapshots with harness.datasets.ocean_sim.simulate") from None
+        _same_qg_config(files, cfg_json)
         sizes = dict(data.ds.sizes)
-        if sizes.get("lat") != cfg_hi.nx or sizes.get("lon") != cfg_hi.nx or sizes.get("depth") != 2:
+        dims = {v: data.ds[v].dims for v in ("uo", "vo")}
+        if sizes.get("lat") != cfg_hi.nx or sizes.get("lon") != cfg_hi.nx or sizes.get("depth") != 2 \
+                or any(d != ("time", "depth", "lat", "lon") for d in dims.values()):
             raise DataFormatError(
                 f"{files[0]}: expected uo, vo on 2 layers on a {cfg_hi.nx}^2 grid (its qg_config), "
-                f"got {sizes}; write the snapshots with harness.datasets.ocean_sim.simulate")
+                f"got {sizes} (uo{dims['uo']}, vo{dims['vo']}); write the snapshots with "
+                "harness.datasets.ocean_sim.simulate")
         if self.nx_lo > cfg_hi.nx:
             raise UserError(f"nx_lo {self.nx_lo} is finer than the high-resolution grid "
                             f"({cfg_hi.nx}) of {files[0]}; choose nx_lo <= {cfg_hi.nx}")
         cfg_lo = dataclasses.replace(cfg_hi, nx=self.nx_lo)
-        u_all = np.nan_to_num(data.ds.uo.values.astype(np.float64))
-        v_all = np.nan_to_num(data.ds.vo.values.astype(np.float64))
+        with _reading(where):
+            u_all = np.asarray(data.ds.uo.values, dtype=np.float64)
+            v_all = np.asarray(data.ds.vo.values, dtype=np.float64)
+        times = data.times
+        for name, values in (("uo", u_all), ("vo", v_all)):
+            bad = ~np.isfinite(values)
+            if bad.any():
+                first = int(np.flatnonzero(bad.reshape(len(values), -1).any(1))[0])
+                every = " (all of them)" if bad.all() else ""
+                raise DataFormatError(
+                    f"{where}: {name} holds {int(bad.sum())} NaN or fill values{every}, the first "
+                    f"on {str(times[first])[:10]}; QG snapshots cover the whole periodic domain "
+                    "(no land): write them again with harness.datasets.ocean_sim.simulate")
         n = len(u_all)
         n_train, n_val = int(n * self.split[0]), int(n * self.split[1])
-        if min(n_train, n_val, n - n_train - n_val) < 1:
-            raise UserError(f"{n} snapshots are too few to split {self.split}; use more snapshots "
-                            "or other split fractions")
+        parts = {"train": n_train, "val": n_val, "test": n - n_train - n_val}
+        empty = [k for k, v in parts.items() if v < 1]
+        if empty:
+            raise UserError(f"dataset ocean-eddy: {n} snapshots in {where} leave the {empty[0]} "
+                            f"split empty (split {list(self.split)}: train, val fractions); use more "
+                            "snapshots (a longer run) or other split fractions")
         hi = None
         xs, ys, qs, specs, kes = [], [], [], [], []
         for s in range(0, n, 8):
@@ -358,15 +448,17 @@ class EddyDataModule(_OceanFiles):
         reference = OnlineStats(spec[test0:].mean(0).numpy(), ke_test[:, pick], np.zeros((0, 2)))
         noparam = online_run(cfg_lo, q0, self.online["days"], self.online["discard_days"],
                              self.online["every_days"])
+        # plain tensors, numbers, strings, lists and dicts only: loads with weights_only=True
         return {"x": x, "y": y, "n_train": n_train, "n_val": n_val, "cfg_lo": dataclasses.asdict(cfg_lo),
-                "q0": q0, "reference": dataclasses.asdict(reference),
-                "noparam": dataclasses.asdict(noparam), "times": [str(t) for t in data.times]}
+                "q0": q0, "reference": _stats_payload(reference), "noparam": _stats_payload(noparam),
+                "times": [str(t) for t in times]}
 
     def setup(self, stage: str | None = None) -> None:
         if self._info is not None:
             return
         self.prepare_data()
-        d = torch.load(self._processed_path(), weights_only=False)
+        d = self._payload
+        assert d is not None
         a, b = d["n_train"], d["n_train"] + d["n_val"]
         self.x, self.y = d["x"], d["y"]
         self.parts = {"train": slice(0, a), "val": slice(a, b), "test": slice(b, len(self.x))}
@@ -377,7 +469,7 @@ class EddyDataModule(_OceanFiles):
             out_names=("Su_upper", "Su_lower", "Sv_upper", "Sv_lower"),
             in_scale=self.x[:a].std(dim=(0, 2, 3)), out_scale=self.y[:a].std(dim=(0, 2, 3)),
             online_q0=d["q0"], online={**self.online, "kmax": int(0.65 * self.nx_lo / 2)},
-            reference=OnlineStats(**d["reference"]), noparam=OnlineStats(**d["noparam"]))
+            reference=_stats_from(d["reference"]), noparam=_stats_from(d["noparam"]))
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         sl = self.parts[part]
@@ -456,6 +548,13 @@ class ForecastDataModule(_OceanFiles):
     between window starts for training and for the test (``val_stride`` for validation, the
     test's by default). ``periodic``: whether the domain is doubly periodic (default: true
     for the simulation, false for ``data_dir``), which allows ``roll_augment`` in the models.
+
+    ``time_step``: the files' time step (``1D``, daily means, as GLORYS/CMEMS; ``<n>D`` or
+    ``<n>h``). Times that repeat, go back, are irregular, or typically spaced otherwise (monthly
+    or yearly files) are refused, naming both steps. Missing steps (a day absent from a
+    download) are allowed: no window straddles one, and their count is the ``missing_days``
+    tag. Data errors (files, variables, dims, NaN variables or days, too few windows in a
+    split) are raised by :meth:`prepare_data`.
     """
 
     product = "daily"
@@ -466,10 +565,12 @@ class ForecastDataModule(_OceanFiles):
                  depth: Any = None, time: tuple[str, str] | None = None, coarsen: int = 1,
                  t_in: int = 5, t_out: int = 10, split: Any = (0.6, 0.2), train_stride: int = 1,
                  eval_stride: int = 1, val_stride: int | None = None, clim_window: int = 15,
-                 batch_size: int = 8, periodic: bool | None = None,
+                 batch_size: int = 8, periodic: bool | None = None, time_step: str = "1D",
                  cache_dir: str = ".cache/harness", seed: int = 0, num_workers: int = 0):
         super().__init__()
         self.data_dir, self.sim = data_dir, _eddy_sim(sim)
+        parse_time_step(time_step)
+        self.time_step = time_step
         # the built-in simulation is doubly periodic; real data is a regional sea unless told
         self.periodic = data_dir is None if periodic is None else bool(periodic)
         for name, value in (("coarsen", coarsen), ("t_in", t_in), ("t_out", t_out),
@@ -506,16 +607,57 @@ class ForecastDataModule(_OceanFiles):
         self._fingerprint: str | None = None
         self._info: ForecastInfo | None = None
         self._stats: dict[str, Any] = {}
+        self._meta: dict[str, Any] | None = None
 
     def _processed_dir(self) -> Path:
+        # every argument _process reads (t_in, t_out and the strides only pick windows in
+        # setup, and the window check runs on every prepare_data); v: the layout of the files
         key = stable_hash({"fp": self.fingerprint(), "var3": self.var3, "var2": self.var2,
                            "region": self.region, "depth": self.depth, "time": self.time,
                            "coarsen": self.coarsen, "split": self.split, "clim": self.clim_window,
-                           "v": 1})
+                           "time_step": self.time_step, "v": 2})
         return self.cache_dir / "processed" / f"ocean-forecast-{key}"
 
     def prepare_data(self) -> None:
-        cached_dir(self._processed_dir(), self._process)
+        """Check and process the files once into the cache (an unreadable cache is set aside
+        and rebuilt), then check that every split holds a window (on every call: the windows
+        depend on t_in, t_out and the strides, which the cache does not)."""
+        if self._meta is None:
+            d = self._processed_dir()
+            meta = _load_processed(d)
+            if meta is None:
+                cached_dir(d, self._process)
+                meta = _load_processed(d, set_aside_bad=False)
+            self._meta = meta
+        self.starts = self._windows(self._meta)
+
+    def _source(self) -> str:
+        return str(self.raw_dir()) if self.data_dir is not None else \
+            f"the synthetic simulation ({self.raw_dir()})"
+
+    def _windows(self, m: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Window starts per split (strided; none straddles a missing day), or a UserError
+        naming the split that has none and the parameters to change."""
+        a, b = (int(x) for x in m["split"])
+        tix, nt = m["tindex"], len(m["doy"])
+        span = self.t_in + self.t_out
+        out = {}
+        for part, lo, hi, stride in (("train", 0, a, self.train_stride), ("val", a, b, self.val_stride),
+                                     ("test", b, nt, self.eval_stride)):
+            starts = np.arange(lo, hi - span + 1, stride)
+            starts = starts[tix[starts + span - 1] - tix[starts] == span - 1]
+            if len(starts) == 0:
+                gaps = int(tix[hi - 1] - tix[lo] + 1 - (hi - lo)) if hi > lo else 0
+                missing = f", {gaps} missing days inside" if gaps else ""
+                stride_name = {"train": "train_stride", "val": "val_stride", "test": "eval_stride"}
+                raise UserError(
+                    f"dataset ocean-forecast ({self._source()}): the {part} split ({hi - lo} days from "
+                    f"{m['times'][lo][:10] if hi > lo else '-'}{missing}) holds no window of t_in "
+                    f"{self.t_in} + t_out {self.t_out} consecutive days; use a shorter t_in / t_out, "
+                    f"other split points (split {self.split}), a smaller {stride_name[part]} or "
+                    "more days")
+            out[part] = starts
+        return out
 
     def _split_index(self, times: np.ndarray) -> tuple[int, int]:
         n = len(times)
@@ -528,21 +670,42 @@ class ForecastDataModule(_OceanFiles):
             except ValueError:
                 raise UserError(f"split {self.split}: give two fractions or two ISO dates "
                                 "[val_start, test_start] such as 2015-01-01") from None
-        if a < self.t_in + self.t_out or b - a < self.t_in + self.t_out or n - b < self.t_in + self.t_out:
-            raise UserError(f"split {self.split} of {n} days leaves a period shorter than one "
-                            f"window (t_in {self.t_in} + t_out {self.t_out}); use more days, a "
-                            "shorter window or other split points")
+        for part, size in (("train", a), ("val", b - a), ("test", n - b)):
+            if size < 1:
+                raise UserError(f"dataset ocean-forecast ({self._source()}): split {self.split} of "
+                                f"{n} days ({str(times[0])[:10]} .. {str(times[-1])[:10]}) leaves "
+                                f"the {part} split empty; use other split points or more days")
         return a, b
 
     def _process(self, out: Path) -> None:
-        """Normalise, fill land with 0 and write memory-mapped arrays chunk by chunk."""
-        data = open_ocean(_nc_files(self.raw_dir()), variables=self.var3 + self.var2,
-                          region=self.region, depth=self.depth, time=self.time)
+        """Check, normalise, fill land with 0 and write memory-mapped arrays chunk by chunk."""
+        files = _nc_files(self.raw_dir())
+        data = open_ocean(files, variables=self.var3 + self.var2, region=self.region,
+                          depth=self.depth, time=self.time, time_step=self.time_step)
+        try:
+            self._write(out, data, _where(files))
+        finally:
+            data.close()
+
+    def _write(self, out: Path, data: Any, where: str) -> None:
         ds = data.ds
+        for names, want in ((self.var3, True), (self.var2, False)):
+            for v in names:
+                if ("depth" in ds[v].dims) != want:
+                    has = f"has the depth dimension ({ds.sizes['depth']} levels)" if not want else \
+                        f"has no depth dimension (dims {ds[v].dims})"
+                    kind = "var3 (3-D fields: time, depth, lat, lon)" if want else \
+                        "var2 (surface fields: time, lat, lon)"
+                    raise DataFormatError(f"{where}: {v} {has}, but it is listed in {kind}; move "
+                                          "it to the other list or give files with that layout")
         if self.coarsen > 1:
             c = self.coarsen
-            ds = ds.coarsen(lat=c, lon=c, boundary="trim").mean(skipna=True)
-        times = data.times
+            ds = ds.coarsen({d: c for d in data.horizontal_dims}, boundary="trim").mean(skipna=True)
+        times, tix = data.times, data.time_index
+        missing = int(tix[-1] + 1 - len(tix))
+        if missing:
+            log.warning("%s: %d of %d time steps (%s) are missing; no window straddles them",
+                        where, missing, int(tix[-1] + 1), self.time_step)
         a, b = self._split_index(times)
         train = ds.isel(time=slice(0, a))
         mean = {v: train[v].mean(dim=[d for d in train[v].dims if d != "depth"], skipna=True)
@@ -551,30 +714,61 @@ class ForecastDataModule(_OceanFiles):
                for v in self.var3 + self.var2}
         import dask
 
-        mean, std = dask.compute(mean, std)
+        with _reading(where), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: refused below
+            mean, std = dask.compute(mean, std)
+            first = ds.isel(time=0).compute()
+        depth = np.asarray(ds["depth"].values) if "depth" in ds.dims else np.zeros(1)
+        for v in self.var3 + self.var2:
+            for k, (mu, sd) in enumerate(zip(np.atleast_1d(mean[v].values), np.atleast_1d(std[v].values),
+                                             strict=True)):
+                level = f" at depth {float(depth[k]):g} m" if v in self.var3 else ""
+                period = f"the training period ({str(times[0])[:10]} .. {str(times[a - 1])[:10]})"
+                if not np.isfinite(mu):
+                    raise DataFormatError(
+                        f"{where}: {v}{level} holds no value in {period}: all NaN or _FillValue; "
+                        "check the variable (or its packing), or choose other depth levels or region")
+                if not (np.isfinite(sd) and sd > 0):
+                    raise DataFormatError(
+                        f"{where}: {v}{level} is constant ({float(mu):g}) over {period}; a field "
+                        "without variation cannot be normalised or forecast: check the files")
         mean3 = np.stack([mean[v].values for v in self.var3]).astype(np.float32)
         std3 = np.stack([std[v].values for v in self.var3]).astype(np.float32)
         mean2 = np.array([float(mean[v]) for v in self.var2], np.float32)
         std2 = np.array([float(std[v]) for v in self.var2], np.float32)
-        first = ds.isel(time=0)
         mask3 = np.isfinite(first[self.var3[0]].values)  # [D, H, W]
         mask2 = np.isfinite(first[self.var2[0]].values) if self.var2 else mask3[0]
+        for name, mask in (("depth level", mask3), ("surface", mask2[None])):
+            empty = [k for k in range(len(mask)) if not mask[k].any()]
+            if empty:
+                raise DataFormatError(
+                    f"{where}: no ocean point on {str(times[0])[:10]} ({name} {empty[0]}: "
+                    f"{self.var3[0] if name == 'depth level' else (self.var2 or self.var3)[0]} is "
+                    "NaN everywhere); choose other depth levels or region, or check the first day")
         nt, (nd, nh, nw) = len(times), mask3.shape
         f3 = np.lib.format.open_memmap(out / "fields3.npy", "w+", np.float32,
                                        (nt, len(self.var3), nd, nh, nw))
         f2 = np.lib.format.open_memmap(out / "fields2.npy", "w+", np.float32, (nt, len(self.var2), nh, nw))
         for s in range(0, nt, 64):
-            part = ds.isel(time=slice(s, s + 64)).compute()
+            with _reading(where), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                part = ds.isel(time=slice(s, s + 64)).compute()
             for i, v in enumerate(self.var3):
-                x = (part[v].values - mean3[i][:, None, None]) / std3[i][:, None, None]
-                f3[s:s + 64, i] = np.nan_to_num(x, nan=0.0)
+                x = part[v].values
+                _check_days(x, mask3, v, times[s:], where)
+                x = (x - mean3[i][:, None, None]) / std3[i][:, None, None]
+                f3[s:s + 64, i] = np.where(np.isfinite(x), x, 0.0)
             for i, v in enumerate(self.var2):
-                f2[s:s + 64, i] = np.nan_to_num((part[v].values - mean2[i]) / std2[i], nan=0.0)
+                x = part[v].values
+                _check_days(x, mask2, v, times[s:], where)
+                x = (x - mean2[i]) / std2[i]
+                f2[s:s + 64, i] = np.where(np.isfinite(x), x, 0.0)
         f3.flush()
         f2.flush()
         doy = np.array([_day_of_year(t) for t in times], np.int16)
         clim3 = _doy_climatology(f3[:a], doy[:a], self.clim_window)
         clim2 = _doy_climatology(f2[:a], doy[:a], self.clim_window)
+        del f3, f2
         lat = np.asarray(ds["lat"].values)
         lon = np.asarray(ds["lon"].values)
         lat2 = lat if lat.ndim == 2 else np.broadcast_to(lat[:, None], (nh, nw))
@@ -582,31 +776,27 @@ class ForecastDataModule(_OceanFiles):
         w = w / w[mask2].mean()
         np.savez(out / "meta.npz", mean3=mean3, std3=std3, mean2=mean2, std2=std2, mask3=mask3,
                  mask2=mask2, weights=w.astype(np.float32), clim3=clim3, clim2=clim2, doy=doy,
-                 lat=lat, lon=lon, depth=np.asarray(ds["depth"].values), split=np.array([a, b]))
+                 lat=lat, lon=lon, depth=np.asarray(ds["depth"].values), split=np.array([a, b]),
+                 tindex=np.asarray(tix, np.int64))
         (out / "times.json").write_text(json.dumps([str(t) for t in times]))
 
     def setup(self, stage: str | None = None) -> None:
         if self._info is not None:
             return
         self.prepare_data()
-        d = self._processed_dir()
-        m = np.load(d / "meta.npz")
+        m = self._meta
+        assert m is not None
         a, b = (int(x) for x in m["split"])
         nt = len(m["doy"])
-        span = self.t_in + self.t_out
         self.doy = m["doy"]
-        self.starts = {
-            "train": np.arange(0, a - span + 1, self.train_stride),
-            "val": np.arange(a, b - span + 1, self.val_stride),
-            "test": np.arange(b, nt - span + 1, self.eval_stride),
-        }
         t = lambda k: torch.from_numpy(np.ascontiguousarray(m[k]))  # noqa: E731
-        times = json.loads((d / "times.json").read_text())
+        times = m["times"]
         self._stats = {"days": nt, "train_days": a, "val_days": b - a, "test_days": nt - b,
                        "grid": "x".join(str(s) for s in m["mask3"].shape), "first": times[0][:10],
                        "test_start": times[b][:10], "last": times[-1][:10],
                        "train_windows": len(self.starts["train"]),
-                       "test_windows": len(self.starts["test"])}
+                       "test_windows": len(self.starts["test"]),
+                       "missing_days": int(m["tindex"][-1] + 1 - nt)}
         self._info = ForecastInfo(
             var3=self.var3, var2=self.var2, depth=m["depth"], lat=m["lat"], lon=m["lon"],
             t_in=self.t_in, t_out=self.t_out, mean3=t("mean3"), std3=t("std3"), mean2=t("mean2"),
@@ -620,6 +810,46 @@ class ForecastDataModule(_OceanFiles):
         g = torch.Generator().manual_seed(self.seed)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle,
                           generator=g if shuffle else None, num_workers=self.num_workers)
+
+
+_META_KEYS = ("mean3", "std3", "mean2", "std2", "mask3", "mask2", "weights", "clim3", "clim2", "doy",
+              "lat", "lon", "depth", "split", "tindex")
+
+
+def _load_processed(d: Path, set_aside_bad: bool = True) -> dict[str, Any] | None:
+    """The metadata of a processed forecast directory (``meta.npz`` arrays and ``times``),
+    with its field arrays' headers checked; ``None`` if it is not there, or, when it does not
+    load (truncated, corrupted, an older layout), after setting it aside."""
+    if not is_complete(d):
+        return None
+    try:
+        with np.load(d / "meta.npz", allow_pickle=False) as z:
+            m: dict[str, Any] = {k: z[k] for k in _META_KEYS}
+        m["times"] = json.loads((d / "times.json").read_text())
+        nt = len(m["doy"])
+        f3 = np.load(d / "fields3.npy", mmap_mode="r", allow_pickle=False)
+        f2 = np.load(d / "fields2.npy", mmap_mode="r", allow_pickle=False)
+        if not (len(m["times"]) == len(m["tindex"]) == nt == len(f3) == len(f2)) \
+                or f3.shape[2:] != m["mask3"].shape:
+            raise ValueError("its arrays disagree in size")
+        del f3, f2
+    except Exception as exc:  # any failure: rebuild from the raw files
+        if not set_aside_bad:
+            raise
+        set_aside(d, f"{type(exc).__name__}: {exc}")
+        return None
+    return m
+
+
+def _check_days(x: np.ndarray, mask: np.ndarray, name: str, times: np.ndarray, where: str) -> None:
+    """Refuse a day on which variable ``name`` (``x``: ``[t, *mask.shape]``) has no value on any
+    ocean point of ``mask`` (the first day's): a missing day filled with ``_FillValue``."""
+    seen = np.isfinite(x).reshape(len(x), -1)[:, mask.reshape(-1)].any(1)
+    if not seen.all():
+        i = int(np.flatnonzero(~seen)[0])
+        raise DataFormatError(
+            f"{where}: {name} is NaN (or _FillValue) on every ocean point on {str(times[i])[:10]}; "
+            "remove that day from the files (missing days are allowed) or fill it")
 
 
 def _fractions(split: Any) -> tuple[float, float]:

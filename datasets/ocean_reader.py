@@ -27,10 +27,17 @@ What a caller must know:
 * With ``chunks`` (default ``{"time": 32}``, keys in canonical dim names) arrays are dask-backed and
   nothing is read until computed; with ``chunks=None`` a single file is lazily indexed but not
   dask-backed (several files are always dask-backed, with the files' own chunking).
-* Errors: a missing path, no ``.nc`` file, an unreadable file, files that do not combine, a missing
-  variable or coordinate, or a selection that matches nothing raise
+* Times must decode to dates and increase strictly (a repeated or backward step is an error, in one
+  file or across files). With ``time_step`` (e.g. ``"1D"``) their spacing is checked too
+  (:func:`time_index`): missing steps are allowed and counted (``OceanData.time_index``); irregular
+  spacing, or a typical spacing other than ``time_step`` (monthly or yearly files read as daily),
+  is an error naming both.
+* Errors: a missing path, no ``.nc`` file, an unreadable file, a missing variable or coordinate, a
+  variable that is not numeric or not on the time axis, bad times (above), files that differ from
+  the first in variables, grid or times, or a selection that matches nothing raise
   :class:`~harness.errors.DataFormatError`, one line naming the file (and what it holds) and what to
-  do; a malformed ``region``, ``depth`` or ``time`` raises :class:`~harness.errors.UserError`.
+  do; a malformed ``region``, ``depth``, ``time`` or ``time_step`` raises
+  :class:`~harness.errors.UserError`.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from __future__ import annotations
 import glob as _glob
 import math
 import os
+import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -58,6 +66,8 @@ __all__ = [
     "VARIABLE_ALIASES",
     "OceanData",
     "open_ocean",
+    "parse_time_step",
+    "time_index",
     "write_glorys",
 ]
 
@@ -255,6 +265,10 @@ def _discover(ds: xr.Dataset, variables: Sequence[str] | None, where: str) -> _L
 
     lat = need("lat", (1, 2), var_dims)
     lon = need("lon", (1, 2), var_dims)
+    for kind, name in (("latitude", lat), ("longitude", lon)):
+        if ds[name].dtype.kind not in "iuf":
+            raise DataFormatError(f"{where}: {kind} {name!r} holds {ds[name].dtype} values, not "
+                                  "degrees; store it as numbers")
     lat_dims, lon_dims = ds[lat].dims, ds[lon].dims
     if ds[lat].ndim == 1 and ds[lon].ndim == 1:
         if lat_dims == lon_dims:
@@ -278,6 +292,18 @@ def _discover(ds: xr.Dataset, variables: Sequence[str] | None, where: str) -> _L
     time = need("time", (1,), var_dims)
     tdim = ds[time].dims[0]
     dims[tdim] = "time"
+    for canon, src in found_src.items():
+        var = ds[src]
+        if var.dtype.kind not in "iuf":
+            raise DataFormatError(
+                f"{where}: variable {src!r} (for {canon!r}) holds {var.dtype} values, not numbers; "
+                "store it as float or packed int16 (scale_factor/add_offset), as CMEMS files do"
+            )
+        if tdim not in var.dims:
+            raise DataFormatError(
+                f"{where}: variable {src!r}{var.dims} (for {canon!r}) has no time dimension "
+                f"{tdim!r}; every variable must be a time series on the time axis {time!r}"
+            )
 
     depth = None
     zdims: set[Hashable] = set()
@@ -442,13 +468,28 @@ def _select_time(ds: xr.Dataset, time: tuple[Any, Any], where: str) -> xr.Datase
     return out
 
 
+_NETCDF_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
+
+
 def _open(path: str, **kwargs: Any) -> xr.Dataset:
-    """``xr.open_dataset``, a file it cannot read reported as a DataFormatError."""
+    """``xr.open_dataset``, a file it cannot read reported as a DataFormatError saying why: empty,
+    not netCDF at all (its first bytes), or truncated / corrupted."""
     try:
         return xr.open_dataset(path, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise DataFormatError(f"{path} cannot be read as netCDF ({_first_line(exc)}); remove it or "
-                              "replace it with a valid netCDF file") from None
+    except (OSError, ValueError, RuntimeError) as exc:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(8)
+        except OSError:
+            head = None
+        if head == b"":
+            why = "it is empty (0 bytes): an interrupted download or copy"
+        elif head is not None and not head.startswith(_NETCDF_MAGIC):
+            why = f"it is not a netCDF file: it starts with {head!r}, not a netCDF or HDF5 signature"
+        else:
+            why = f"{_first_line(exc)}; it may be truncated or corrupted"
+        raise DataFormatError(f"{path} cannot be read as netCDF ({why}); remove it or replace it "
+                              "with a valid netCDF file") from None
 
 
 def _time_decoding(path: str) -> xr.coders.CFDatetimeCoder | dict[str, Any]:
@@ -523,6 +564,7 @@ class OceanData:
     ds: xr.Dataset
     source_names: dict[str, str] = field(default_factory=dict)
     paths: list[str] = field(default_factory=list)
+    time_index: np.ndarray | None = None  # whole time steps from the first (``time_step`` given)
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -616,6 +658,7 @@ def open_ocean(
     depth: tuple[float, float] | Sequence[float] | None = None,
     time: tuple[Any, Any] | None = None,
     chunks: Mapping[str, int] | None = DEFAULT_CHUNKS,
+    time_step: str | None = None,
 ) -> OceanData:
     """Open GLORYS/HYCOM/NEMO-style netCDF lazily with canonical names.
 
@@ -626,15 +669,22 @@ def open_ocean(
     end)``, inclusive, strings or datetimes. ``chunks``: dask chunks keyed by canonical dim names
     (``time, depth, lat, lon`` or ``y, x``; rounded to multiples of the stored netCDF chunks, other
     dims follow the stored chunks); ``None`` for no dask with a single file (several files are always
-    dask-backed). Raises :class:`~harness.errors.DataFormatError` for missing or unreadable files and
-    when a variable or coordinate is missing (naming the file and listing what it holds), and
-    :class:`~harness.errors.UserError` for a malformed ``region``, ``depth`` or ``time``.
+    dask-backed). ``time_step`` (e.g. ``"1D"``, :func:`parse_time_step`): the spacing the times must
+    have (:func:`time_index`, the result's ``time_index``); ``None``: not checked.
+
+    Raises :class:`~harness.errors.DataFormatError`, one line naming the file, for missing or
+    unreadable files; a missing variable or coordinate (listing what the file holds); a variable that
+    is not numeric or not on the time axis; times that do not decode to dates, are empty, repeat or go
+    back; several files whose variables, grids or times do not match; times not spaced by
+    ``time_step``. Raises :class:`~harness.errors.UserError` for a malformed ``region``, ``depth``,
+    ``time`` or ``time_step``.
     """
     files = _resolve_paths(paths)
     decode = {"decode_times": _time_decoding(files[0]), "decode_timedelta": False, "mask_and_scale": True}
     where = _where(files)
     with _open(files[0], **decode) as probe:
         layout = _discover(probe, variables, files[0])
+        reference = _Reference.of(probe, layout, files[0]) if len(files) > 1 else None
         file_chunks: dict[Hashable, Any] | None = None
         if chunks is not None:
             back = {c: s for s, c in layout.dims.items()}
@@ -645,14 +695,19 @@ def open_ocean(
     def _keep(d: xr.Dataset) -> xr.Dataset:
         return d[[k for k in keep if k in d.variables and k not in d.coords]]
 
+    if time_step is not None:
+        parse_time_step(time_step)  # a malformed value fails before any file is read
     if len(files) == 1:
         opened = _open(files[0], chunks=file_chunks, **decode)
         raw = _keep(opened)
         raw.set_close(opened.close)
     else:
-        raw = _open_many(files, where, file_chunks, _keep, decode)
+        assert reference is not None
+        raw = _open_many(files, where, file_chunks, lambda d: _keep(reference.check(d)), decode,
+                         reference)
     try:
         ds = _canonicalise(raw, layout)
+        _check_times(ds["time"], raw[layout.time].attrs, where)
         if time is not None:
             ds = _select_time(ds, time, where)
         if depth is not None:
@@ -664,12 +719,199 @@ def open_ocean(
         raise
     ds.attrs = dict(raw.attrs)
     ds.set_close(raw.close)
-    return OceanData(ds, {k: str(v) for k, v in layout.variables.items()}, files)
+    out = OceanData(ds, {k: str(v) for k, v in layout.variables.items()}, files)
+    if time_step is not None:
+        try:
+            out.time_index = time_index(ds["time"].values, time_step, where)
+        except Exception:
+            raw.close()
+            raise
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# times: order, spacing
+
+
+def _when(t: Any) -> str:
+    return str(t)[:19].replace("T", " ").removesuffix(" 00:00:00")
+
+
+def _span(seconds: float) -> str:
+    """A duration in words: ``1 day``, ``30.4 days``, ``6 hours``."""
+    for unit, size in (("day", 86400.0), ("hour", 3600.0), ("minute", 60.0)):
+        if abs(seconds) >= size:
+            n = seconds / size
+            text = f"{n:.0f}" if abs(n - round(n)) < 0.05 else f"{n:.1f}"
+            return f"{text} {unit}{'' if text == '1' else 's'}"
+    return f"{seconds:g} seconds"
+
+
+def _gaps(times: np.ndarray) -> np.ndarray:
+    """Seconds from each time to the next (datetime64 or cftime)."""
+    if len(times) < 2:
+        return np.zeros(0)
+    if np.issubdtype(times.dtype, np.datetime64):
+        return np.diff(times.astype("datetime64[ms]")).astype(np.int64) / 1000.0
+    return np.array([(b - a).total_seconds() for a, b in zip(times[:-1], times[1:], strict=True)])
+
+
+def _check_order(times: np.ndarray, where: str) -> None:
+    """Times must increase strictly; a repeat or a step back is a DataFormatError naming it."""
+    gaps = _gaps(times)
+    bad = np.flatnonzero(gaps <= 0)
+    if bad.size:
+        i = int(bad[0])
+        repeats, back = int((gaps == 0).sum()), int((gaps < 0).sum())
+        what = f"{_when(times[i])} appears twice" if gaps[i] == 0 else \
+            f"{_when(times[i + 1])} follows {_when(times[i])}"
+        raise DataFormatError(
+            f"{where}: times must increase strictly, but {what} (time steps {i} and {i + 1}; "
+            f"{repeats} repeated and {back} backward steps in all); remove the duplicated days "
+            "and sort the file by time"
+        )
+
+
+def _check_times(time: xr.DataArray, attrs: Mapping[Hashable, Any], where: str) -> None:
+    """Decoded, non-empty, strictly increasing times, or a DataFormatError."""
+    values = time.values
+    if values.size and not (np.issubdtype(values.dtype, np.datetime64)
+                            or isinstance(values.flat[0], cftime.datetime)):
+        raise DataFormatError(
+            f"{where}: the time coordinate holds {values.dtype} values that do not decode to dates "
+            f"(units {attrs.get('units')!r}, calendar {attrs.get('calendar')!r}); give it CF units "
+            "such as 'days since 1950-01-01'"
+        )
+    if values.size == 0:
+        raise DataFormatError(f"{where}: the time dimension is empty (no time step); the file holds "
+                              "no data")
+    _check_order(values, where)
+
+
+_STEP_UNITS = {"d": 86400, "day": 86400, "days": 86400, "h": 3600, "hour": 3600, "hours": 3600}
+_STEP_NAMES = {"daily": "1D", "hourly": "1h"}
+_STEP_TOLERANCE = 0.01  # of a step
+
+
+def parse_time_step(step: str) -> float:
+    """Seconds of a time step written ``<n>D`` or ``<n>h`` (``1D``, ``5D``, ``6h``; also
+    ``daily``, ``hourly``); a UserError otherwise."""
+    text = _STEP_NAMES.get(str(step).strip().lower(), str(step).strip())
+    m = re.fullmatch(r"(\d+)\s*([A-Za-z]+)", text)
+    if not isinstance(step, str) or m is None or m.group(2).lower() not in _STEP_UNITS \
+            or int(m.group(1)) < 1:
+        raise UserError(f"time_step must be a number of days or hours such as '1D' (daily), '5D' "
+                        f"or '6h', got {step!r}")
+    return float(int(m.group(1)) * _STEP_UNITS[m.group(2).lower()])
+
+
+def time_index(times: np.ndarray, step: str, where: str = "the data") -> np.ndarray:
+    """Whole ``step`` s from the first time to each time (int64): ``0, 1, 2, 4`` for a set missing
+    its fourth step. Missing steps are allowed (a caller must not let a window straddle one);
+    times that repeat or go back, spacing that is not a whole number of steps (within 1%), and a
+    typical (median) spacing other than ``step`` (monthly or yearly files read as daily) are a
+    DataFormatError naming both spacings."""
+    seconds = parse_time_step(step)
+    _check_order(times, where)
+    gaps = _gaps(times)
+    if gaps.size == 0:
+        return np.zeros(len(times), np.int64)
+    typical = float(np.median(gaps))
+    if abs(typical / seconds - 1.0) > _STEP_TOLERANCE:
+        i = int(np.argmin(np.abs(gaps - typical)))
+        raise DataFormatError(
+            f"{where}: the time step is {_span(typical)} (e.g. {_when(times[i])} to "
+            f"{_when(times[i + 1])}) but the dataset expects {step} ({_span(seconds)}, time_step); "
+            f"give files with a step of {_span(seconds)} or set time_step to the files' step"
+        )
+    steps = gaps / seconds
+    whole = np.rint(steps)
+    bad = np.flatnonzero((np.abs(steps - whole) > _STEP_TOLERANCE) | (whole < 1))
+    if bad.size:
+        i = int(bad[0])
+        raise DataFormatError(
+            f"{where}: irregular time steps: {_when(times[i])} to {_when(times[i + 1])} is "
+            f"{_span(float(gaps[i]))}, not a whole number of {step} steps ({bad.size} such "
+            f"spacings); give files with a regular step of {_span(seconds)}"
+        )
+    return np.r_[0, np.cumsum(whole.astype(np.int64))]
+
+
+@dataclass
+class _Reference:
+    """What every file of a set must share with the first: variables (dims) and the grid."""
+
+    path: str
+    layout: _Layout
+    dims: dict[Hashable, tuple[Hashable, ...]]
+    grid: dict[str, np.ndarray]
+    spans: list[tuple[Any, Any, str]] = field(default_factory=list)  # (first, last, file) seen
+
+    @classmethod
+    def of(cls, probe: xr.Dataset, layout: _Layout, path: str) -> _Reference:
+        dims = {src: probe[src].dims for src in layout.variables.values()}
+        grid = {kind: np.asarray(probe[name].values) for kind, name in
+                (("latitude", layout.lat), ("longitude", layout.lon), ("depth", layout.depth))
+                if name is not None}
+        return cls(path, layout, dims, grid)
+
+    def check(self, d: xr.Dataset) -> xr.Dataset:
+        """``d`` (one file, as opened) if it matches the first file; a DataFormatError if not."""
+        path = str(d.encoding.get("source", "a file"))
+        lay = self.layout
+        missing = [str(s) for s in lay.variables.values() if s not in d.variables]
+        if missing:
+            raise DataFormatError(
+                f"{path}: variable(s) {missing} missing, which {self.path} holds; every file must "
+                f"hold the same variables (or request only those all files hold: var3/var2). The "
+                f"file has {_describe(d)}"
+            )
+        for src, dims in self.dims.items():
+            if d[src].dims != dims:
+                raise DataFormatError(f"{path}: variable {src!r} has dims {d[src].dims}, but "
+                                      f"{dims} in {self.path}; every file must have the same layout")
+        for kind, name in (("latitude", lay.lat), ("longitude", lay.lon), ("depth", lay.depth)):
+            if name is None:
+                continue
+            if name not in d.variables:
+                raise DataFormatError(f"{path}: no {kind} coordinate {name!r}, which {self.path} "
+                                      "has; every file must be on the same grid")
+            mine, ref = np.asarray(d[name].values), self.grid[kind]
+            same = mine.shape == ref.shape and mine.dtype.kind in "iuf" and np.allclose(
+                mine, ref, rtol=0, atol=1e-5, equal_nan=True)
+            if not same:
+                raise DataFormatError(
+                    f"{path}: its {kind} ({mine.size} values, {_range(mine)}) differs from that of "
+                    f"{self.path} ({ref.size} values, {_range(ref)}); every file must be on the same "
+                    "grid: regrid it or leave it out"
+                )
+        if lay.time not in d.variables:
+            raise DataFormatError(f"{path}: no time coordinate {lay.time!r}, which {self.path} has")
+        _check_times(d[lay.time], d[lay.time].attrs, path)
+        times = d[lay.time].values
+        self.spans.append((times[0], times[-1], path))
+        return d
+
+    def overlap(self) -> str | None:
+        """Two files whose time ranges overlap, in words (None if none do)."""
+        spans = sorted(self.spans, key=lambda s: s[0])
+        for (a0, a1, a), (b0, b1, b) in zip(spans[:-1], spans[1:], strict=True):
+            if b0 <= a1:
+                return (f"{a} ({_when(a0)} .. {_when(a1)}) and {b} ({_when(b0)} .. {_when(b1)}) "
+                        "overlap in time: remove the repeated days from one of them")
+        return None
+
+
+def _range(values: np.ndarray) -> str:
+    if values.size == 0 or values.dtype.kind not in "iuf":
+        return f"{values.dtype}"
+    return f"{float(np.nanmin(values)):g}..{float(np.nanmax(values)):g}"
 
 
 def _open_many(files: list[str], where: str, chunks: dict[Hashable, Any] | None,
-               keep: Any, decode: dict[str, Any]) -> xr.Dataset:
-    """Several files combined by coordinates; files that do not combine are a DataFormatError."""
+               keep: Any, decode: dict[str, Any], reference: _Reference | None = None) -> xr.Dataset:
+    """Several files combined by coordinates; files that do not combine are a DataFormatError
+    (``keep`` checks each file against ``reference``, the first, and names the one that differs)."""
     try:
         return xr.open_mfdataset(
             files,
@@ -684,6 +926,9 @@ def _open_many(files: list[str], where: str, chunks: dict[Hashable, Any] | None,
             **decode,
         )
     except (OSError, ValueError, KeyError) as exc:
+        clash = reference.overlap() if reference is not None else None
+        if clash is not None:
+            raise DataFormatError(clash) from None
         raise DataFormatError(
             f"{where} do not combine into one dataset ({_first_line(exc)}); every file must hold "
             "the same variables on the same grid, with distinct times"

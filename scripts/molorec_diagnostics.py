@@ -67,8 +67,9 @@ def _fresh(sp, dm, ckpt: Path, seed: int):
     """The run's MoLoRec model with its mixture-stage checkpoint, mixture stage active."""
     torch.manual_seed(seed)
     model = make_model(sp, dm)
-    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"],
-                          strict=False)
+    # weights_only: a checkpoint is plain tensors and numbers; unpickling may never run code
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict(state, strict=False)
     model.begin_stage("mixture")
     model.log = model.log_dict = lambda *a, **k: None
     return model.eval()
