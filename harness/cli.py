@@ -13,7 +13,13 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from harness import console, registry, spec, tracking
-from harness.errors import Interrupted, UserError, raise_on_signals, restore_signals
+from harness.errors import (
+    Interrupted,
+    UserError,
+    raise_on_signals,
+    received_signal,
+    restore_signals,
+)
 
 _TRAINER_FLAGS = ("accelerator", "devices", "strategy", "num_nodes", "precision", "max_epochs")
 
@@ -248,6 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         what = exc.name if isinstance(exc, Interrupted) else "SIGINT"
         print(f"interrupted ({what}); rerun the same command to resume", file=sys.stderr)
         return exc.exit_code if isinstance(exc, Interrupted) else 130
+    except Exception:
+        sig = received_signal()
+        if sig is None:
+            raise
+        # the signal's exception was lost inside an import (it surfaced as an ImportError)
+        exc = Interrupted(sig)
+        print(f"interrupted ({exc.name}); rerun the same command to resume", file=sys.stderr)
+        return exc.exit_code
     finally:
         restore_signals(previous)
 

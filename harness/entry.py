@@ -2,18 +2,19 @@
 
 Importing the CLI pulls in torch, Lightning and MLflow (seconds); a signal in that window
 used to end in a ``KeyboardInterrupt`` traceback or a silent exit. The handlers are set here,
-before those imports, so every moment of a command ends with the same one line.
+before those imports (exiting at once: nothing is recorded yet), so every moment of a
+command ends with the same one line.
 """
 
 from __future__ import annotations
 
 import sys
 
-from harness.errors import Interrupted, raise_on_signals
+from harness.errors import Interrupted, exit_on_signals
 
 
 def main() -> None:
-    raise_on_signals()
+    exit_on_signals()  # harness.cli.main raises Interrupted from then on (raise_on_signals)
     try:
         from harness.cli import main as cli_main
 

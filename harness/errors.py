@@ -36,6 +36,35 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
+_RECEIVED: list[int] = []
+
+
+def received_signal() -> int | None:
+    """The signal :func:`raise_on_signals` turned into :class:`Interrupted`, if any.
+
+    Code that raises inside an import (a C extension, mid-load) can lose the exception to an
+    ``ImportError``; the runner asks this to still treat such a failure as the interruption."""
+    return _RECEIVED[-1] if _RECEIVED else None
+
+
+def exit_on_signals() -> None:
+    """Until :func:`raise_on_signals` takes over: on SIGINT / SIGTERM print the one line and
+    exit at once. For start-up, while the heavy imports run and nothing is recorded yet (an
+    exception raised inside an extension module's import would surface as an ImportError)."""
+    import os
+    import signal
+    import sys
+
+    def handler(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        sys.stderr.write(f"interrupted ({name}); rerun the same command to resume\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
 def raise_on_signals() -> dict[int, object]:
     """Turn SIGINT and SIGTERM into :class:`Interrupted` in this process (main thread only).
     Returns the handlers it replaced, for :func:`restore_signals`."""
@@ -44,10 +73,12 @@ def raise_on_signals() -> dict[int, object]:
 
     if threading.current_thread() is not threading.main_thread():
         return {}
+    _RECEIVED.clear()
 
     def handler(signum: int, frame: object) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not break the clean-up
             signal.signal(sig, signal.SIG_IGN)
+        _RECEIVED.append(signum)
         raise Interrupted(signum)
 
     return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

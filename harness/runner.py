@@ -40,7 +40,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from harness import api, checkpoints, console, registry, tracking
-from harness.errors import Interrupted, UserError, raise_on_signals
+from harness.errors import Interrupted, UserError, raise_on_signals, received_signal
 from harness.spec import Benchmark, RunSpec
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class Runner:
             self.experiment_id, run_name=f"{self.bench.name}-{self.bench.profile}-"
             f"{time.strftime('%Y%m%d-%H%M%S')}",
             tags={tracking.TAG_KIND: "bench", "benchmark": self.bench.name,
-                  "profile": self.bench.profile, **self.git, **_process_tags()},
+                  "profile": self.bench.profile, **self.git, **process_tags()},
         )
         pid = parent.info.run_id
         self.mlf.log_param(pid, "runs", len(self.bench.runs))
@@ -290,7 +290,7 @@ class Runner:
         else:
             run_id = self._create_run(spec, key, dm, parent_id)
             self._claim_dir(root, run_id, resumed=False)
-        for k, v in {**_process_tags(), **(tags or {})}.items():
+        for k, v in {**process_tags(), **(tags or {})}.items():
             journal.call("set_tag", run_id, k, v)
         started = time.time()
         try:
@@ -307,6 +307,10 @@ class Runner:
             exc.run_id = run_id  # type: ignore[attr-defined]
             raise
         except Exception as exc:  # one broken run must not lose the others
+            sig = received_signal()
+            if sig is not None:  # a signal raised inside an import came out as ImportError
+                journal.call("set_terminated", run_id, "KILLED")
+                raise Interrupted(sig) from None
             tb = str(exc) if isinstance(exc, RunFailed) else traceback.format_exc()
             log.error("run %s failed: %s", spec.name, exc)
             journal.call("set_tag", run_id, "harness.error", f"{type(exc).__name__}: {exc}"[:5000])
@@ -511,7 +515,7 @@ class Runner:
         self._journal.call("set_tag", run_id, "harness.checkpoint_set_aside", f"{aside} ({exc})"[:5000])
 
 
-def _process_tags() -> dict[str, str]:
+def process_tags() -> dict[str, str]:
     """Which process owns a RUNNING run: lets the next invocation close it if that one died."""
     return {"harness.host": socket.gethostname(), "harness.pid": _process_id(os.getpid())}
 

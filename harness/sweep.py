@@ -29,8 +29,8 @@ from typing import Any
 import yaml
 
 from harness import api, registry, tracking
-from harness.errors import UserError
-from harness.runner import Runner
+from harness.errors import Interrupted, UserError
+from harness.runner import Runner, process_tags
 from harness.spec import Benchmark, tuned_path
 
 log = logging.getLogger(__name__)
@@ -135,10 +135,11 @@ def sweep(bench: Benchmark, row: str, dataset: str, trials: int, storage: str | 
     name = f"{bench.name}-{dataset}-{row}"
     study = open_study(name, storage, "maximize" if base.mode == "max" else "minimize")
     runner = Runner(bench, uri=uri, progress=progress)
+    runner.close_stale_runs()  # a SIGKILLed sweep's parent and trial run
     parent = runner.mlf.create_run(
         runner.experiment_id, run_name=f"sweep-{name}-{time.strftime('%Y%m%d-%H%M%S')}",
         tags={tracking.TAG_KIND: "sweep", "study": name, "storage": tracking.redact(storage),
-              **runner.git},
+              **runner.git, **process_tags()},
     )
     pid = parent.info.run_id
 
@@ -172,6 +173,9 @@ def sweep(bench: Benchmark, row: str, dataset: str, trials: int, storage: str | 
             study.optimize(objective, n_trials=trials - done, catch=(RuntimeError,),
                            callbacks=[MaxTrialsCallback(trials, states=finished)])
         status = "FINISHED"
+    except (KeyboardInterrupt, Interrupted):
+        status = "KILLED"
+        raise
     finally:
         runner.mlf.set_terminated(pid, status)
     counts = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,)))

@@ -149,13 +149,15 @@ class Bench:
         out = proc.communicate(timeout=600)[0]
         return proc.returncode, out
 
-    def run_here(self, capsys) -> tuple[int, str]:
+    def run_here(self, capsys=None) -> tuple[int, str]:
         """The same command in this process (no interpreter start-up: seconds saved)."""
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(self.root)
             mp.setenv("MLFLOW_TRACKING_URI", self.uri)
             mp.syspath_prepend(self.env["PYTHONPATH"])
             code = main(["bench", str(self.root / f"{self.name}.yaml"), "--no-progress"])
+        if capsys is None:
+            return code, ""
         out = capsys.readouterr()
         return code, out.out + out.err
 
@@ -219,46 +221,56 @@ def _test_metrics(b: Bench) -> dict[int, float]:
     return {int(r.data.tags["seed"]): r.data.metrics["test/mse"] for r in b.runs()}
 
 
-@pytest.fixture
-def reference(plugin_site, tmp_path, capsys) -> dict[int, float]:
+@pytest.fixture(scope="module")
+def reference(plugin_site, tmp_path_factory) -> dict[int, float]:
     """Test metrics of an uninterrupted run."""
-    b = Bench(tmp_path / "reference", plugin_site, bench_yaml(0.0, 0.0))
-    code, out = b.run_here(capsys)
+    b = Bench(tmp_path_factory.mktemp("reference"), plugin_site, bench_yaml(0.0, 0.0))
+    code, out = b.run_here()
     assert code == 0, out
     return _test_metrics(b)
 
 
 KILL, TERM, INT = signal.SIGKILL, signal.SIGTERM, signal.SIGINT
-# Two benchmarks of two runs each, killed in turn; with the SIGKILL mid-stage of the stale-run
-# test below, every signal lands at every moment. Start-up kills are cheap, so there are more.
+# Two benchmarks of two runs each, killed in turn (start-up kills are cheap, so there are more).
+# SIGKILL leaves its runs RUNNING: the next invocation must close them. With the JOBS=2 test
+# below, SIGINT and SIGTERM land at every moment, SIGKILL at all but the report (which
+# records nothing a kill could leave half-done).
 SCENARIOS = {
-    "A": [("startup", KILL), ("startup", INT), ("mid-stage", TERM), ("before-test", INT),
-          ("report", KILL)],
+    "A": [("startup", KILL), ("startup", INT), ("mid-stage", KILL), ("before-test", INT),
+          ("report", TERM)],
     "B": [("startup", TERM), ("mid-stage", INT), ("before-test", KILL), ("before-test", TERM),
           ("report", INT)],
 }
 
 
+def _running(b: Bench) -> list[str]:
+    return [r.info.run_id for r in b.runs("run") + b.runs("bench") if r.info.status == "RUNNING"]
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_kill_at_every_moment_then_rerun(plugin_site, tmp_path, reference, scenario, capsys):
     b = Bench(tmp_path / "b", plugin_site, bench_yaml())
+    stale = 0  # runs a SIGKILL left RUNNING, for the next invocation to close
     for moment, sig in SCENARIOS[scenario]:
         code, out = _kill(b, sig, moment)
+        if stale and moment != "startup":  # killed at start-up, it never got to close them
+            assert f"closed {stale} run(s) left RUNNING by a killed process" in out, out
+            stale = 0
         if sig == signal.SIGKILL:
             assert code == -signal.SIGKILL, (moment, out)
+            stale = stale or len(_running(b))
         else:  # a clean stop: the exit status of the signal and the line saying what to do
             assert code == 128 + sig, (moment, code, out)
             assert out.strip().splitlines()[-1] == \
                 f"interrupted ({signal.Signals(sig).name}); rerun the same command to resume", out
             assert "Traceback" not in out, out
-            running = [r.info.run_id for r in b.runs("run") + b.runs("bench")
-                       if r.info.status == "RUNNING"]
-            assert not running, (moment, running)
+            assert not _running(b), (moment, _running(b))
         if moment == "mid-stage":  # a stage killed mid-way left its last epoch, not its best
             (stage,) = [s for s in b.stage_dirs() if not (s / "done").exists()]
             assert _last_epoch(stage) >= 3
             assert checkpoints.load(stage / "best.ckpt")["epoch"] == 2
-            assert not list(stage.glob("*.tmp"))
+            if sig != signal.SIGKILL:  # SIGKILL may land mid-write: the next start removes it
+                assert not list(stage.glob("*.tmp"))
 
     code, out = b.run_here(capsys)
     assert code == 0, out
@@ -349,22 +361,6 @@ def test_fresh_tracking_store_does_not_adopt_old_checkpoints(plugin_site, tmp_pa
     (run,) = b.runs()
     steps = [m.step for m in tracking.client(b.uri).get_metric_history(run.info.run_id, "val/mse")]
     assert len(steps) == EPOCHS  # the full curve, in this store
-
-
-def test_stale_running_parent_is_closed_by_the_next_invocation(plugin_site, tmp_path, capsys):
-    b = Bench(tmp_path / "b", plugin_site, bench_yaml(seeds=1))
-    code, _ = _kill(b, signal.SIGKILL, "mid-stage")
-    assert code == -signal.SIGKILL
-    stale = [r for r in b.runs("bench") + b.runs("run") if r.info.status == "RUNNING"]
-    assert len(stale) == 2  # the parent and its child
-    code, out = b.run_here(capsys)
-    assert code == 0 and "closed 2 run(s) left RUNNING by a killed process" in out, out
-    for r in stale:
-        closed = tracking.client(b.uri).get_run(r.info.run_id)
-        if r.data.tags[tracking.TAG_KIND] == "bench":
-            assert closed.info.status == "KILLED"
-        else:  # the child was resumed and finished
-            assert closed.info.status == "FINISHED"
 
 
 def test_sigterm_stops_parallel_workers_and_closes_their_runs(plugin_site, tmp_path):
