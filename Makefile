@@ -47,8 +47,9 @@ list: setup
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port $${PORT:-5000}
 
+# one pytest worker per core (at most 4; pytest-xdist), the slowest tests listed at the end
 test: setup
-	cd $(ROOT) && $(BIN)/pytest -q
+	cd $(ROOT) && $(BIN)/pytest -q -n auto --maxprocesses=4 --durations=15
 
 lint: setup
 	cd $(ROOT) && $(BIN)/ruff check .

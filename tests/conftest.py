@@ -1,6 +1,7 @@
 """Shared fixtures: every test that tracks runs gets its own directory and MLflow database."""
 
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -9,6 +10,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # tests/services.py
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core (pytest-xdist): one math thread each, here and
+    # in the subprocesses tests start, so workers do not oversubscribe the cores and an
+    # in-process run and a subprocess run compute with the same thread count
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
