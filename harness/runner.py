@@ -367,6 +367,7 @@ class Runner:
             "method": spec.label, "method_entry": spec.method, "group": spec.group,
             "dataset": spec.dataset_label, "seed": str(spec.seed),
             "data_fingerprint": dm.fingerprint(), "devices": self._devices(spec), **self.git,
+            **process_tags(),  # from its first moment: a kill right after this is closed later
         }
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
