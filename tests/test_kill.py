@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -22,8 +23,7 @@ import pytest
 from harness import checkpoints, tracking
 from harness.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
-HARNESS = REPO / ".venv" / "bin" / "harness"
+HARNESS = Path(sys.executable).parent / "harness"  # the console script of the running venv
 
 PLUGIN = '''
 import math
