@@ -80,7 +80,8 @@ def _tag() -> str:
     return f"{_host()}-{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -133,7 +134,7 @@ def sweep_stale(parent: Path) -> list[Path]:
         who, pid = m.group("host"), int(m.group("pid"))
         if who is not None and who != host:
             continue  # another host's write in progress (a shared file system)
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         if who is None:
             try:

@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -250,18 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (Interrupted, KeyboardInterrupt) as exc:
-        what = exc.name if isinstance(exc, Interrupted) else "SIGINT"
-        print(f"interrupted ({what}); rerun the same command to resume", file=sys.stderr)
-        return exc.exit_code if isinstance(exc, Interrupted) else 130
+    except Interrupted as exc:
+        return exc.report()
+    except KeyboardInterrupt:
+        return Interrupted(signal.SIGINT).report()
     except Exception:
         sig = received_signal()
         if sig is None:
             raise
-        # the signal's exception was lost inside an import (it surfaced as an ImportError)
-        exc = Interrupted(sig)
-        print(f"interrupted ({exc.name}); rerun the same command to resume", file=sys.stderr)
-        return exc.exit_code
+        return Interrupted(sig).report()  # lost inside an import: it surfaced as an ImportError
     finally:
         restore_signals(previous)
 

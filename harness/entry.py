@@ -20,6 +20,5 @@ def main() -> None:
 
         code = cli_main()
     except Interrupted as exc:
-        print(f"interrupted ({exc.name}); rerun the same command to resume", file=sys.stderr)
-        code = exc.exit_code
+        code = exc.report()
     sys.exit(code)

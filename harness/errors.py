@@ -35,6 +35,14 @@ class Interrupted(BaseException):
     def exit_code(self) -> int:
         return 128 + self.signum
 
+    def report(self) -> int:
+        """Print the one line a stopped command ends with; return its exit status."""
+        import sys
+
+        print(f"interrupted ({self.name}); rerun the same command to resume", file=sys.stderr,
+              flush=True)
+        return self.exit_code
+
 
 _RECEIVED: list[int] = []
 
@@ -53,13 +61,9 @@ def exit_on_signals() -> None:
     exception raised inside an extension module's import would surface as an ImportError)."""
     import os
     import signal
-    import sys
 
     def handler(signum: int, frame: object) -> None:
-        name = signal.Signals(signum).name
-        sys.stderr.write(f"interrupted ({name}); rerun the same command to resume\n")
-        sys.stderr.flush()
-        os._exit(128 + signum)
+        os._exit(Interrupted(signum).report())
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)

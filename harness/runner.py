@@ -39,7 +39,7 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from harness import api, checkpoints, console, registry, tracking
+from harness import api, cache, checkpoints, console, registry, tracking
 from harness.errors import Interrupted, UserError, raise_on_signals, received_signal
 from harness.spec import Benchmark, RunSpec
 
@@ -534,14 +534,8 @@ def _process_id(pid: int) -> str:
 def _alive(process: str) -> bool:
     """Whether the process a ``harness.pid`` tag names still runs."""
     pid = process.split("@")[0]
-    if not pid.isdigit():
+    if not pid.isdigit() or not cache.pid_alive(int(pid)):
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
     return "@" not in process or _process_id(int(pid)) == process
 
 

@@ -16,6 +16,7 @@ EarlyStopping arguments, rows, the metrics the methods declare); each problem is
 
 from __future__ import annotations
 
+import builtins
 import collections.abc
 import copy
 import difflib
@@ -473,15 +474,19 @@ def _hints(func: Any) -> dict[str, Any]:
     """Resolved annotations of ``func``; one that cannot be resolved counts as ``Any``."""
     try:
         return typing.get_type_hints(func)
-    except Exception:
-        out = {}
-        scope = getattr(func, "__globals__", {})
-        for name, ann in getattr(func, "__annotations__", {}).items():
-            try:
-                out[name] = eval(ann, scope) if isinstance(ann, str) else ann  # noqa: S307
-            except Exception:
-                out[name] = Any
-        return out
+    except Exception:  # one unresolvable name: resolve the others by lookup, never by eval
+        scope = {**vars(builtins), **getattr(func, "__globals__", {})}
+        return {name: _lookup(ann, scope) if isinstance(ann, str) else ann
+                for name, ann in getattr(func, "__annotations__", {}).items()}
+
+
+def _lookup(name: str, scope: dict[str, Any]) -> Any:
+    """A string annotation that is a (dotted) name in ``scope``; anything else counts as ``Any``."""
+    head, *rest = name.strip().split(".")
+    obj = scope.get(head, Any) if head.isidentifier() else Any
+    for part in rest:
+        obj = getattr(obj, part, Any) if part.isidentifier() and obj is not Any else Any
+    return obj
 
 
 @functools.cache

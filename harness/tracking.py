@@ -126,8 +126,8 @@ def check_database_url(url: str, what: str, source: str = "") -> None:
 
 
 def _check_sqlite_path(database: str | None, shown: str, what: str) -> None:
-    # ``shown``: the URL as messages may show it (password masked), with its source
-    """The file of a ``sqlite:///`` URL: its directory exists, and it is an SQLite database if present."""
+    """The file of a ``sqlite:///`` URL: its directory exists, and it is an SQLite database if
+    present. ``shown``: the URL as messages show it (password masked), with its source."""
     if not database or database == ":memory:" or database.startswith("file:"):
         return
     path = Path(database)
