@@ -23,7 +23,8 @@ hyperparameters with defaults, all saved with ``self.save_hyperparameters(ignore
 * ``stages``: the names of its stages, one ``Trainer.fit`` each, in order (default one stage,
   ``fit``; ``()`` for a method that trains nothing); ``stage_independent``:
   ``{stage: (param, ...)}``, the row parameters a stage's weights do not depend on, so rows
-  differing only in them train that stage once;
+  differing only in them train that stage once; ``last_epoch_stages``: stages whose weights
+  are their last epoch's (a fixed training length), not the best validation epoch's;
 * hooks: ``begin_stage(stage)`` before a stage's fit, ``stage_data(stage)`` the data it asks
   for (a :class:`StageData`), ``finish_stages()`` after the last stage, before the test;
   figures go to the run with ``self.log_figure(fig, "name.png")``.
@@ -144,6 +145,9 @@ class Method(L.LightningModule):
     search_space: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
     stages: tuple[str, ...] = ("fit",)
     stage_independent: Mapping[str, tuple[str, ...]] = {}
+    #: stages trained for a fixed length whose weights are their last epoch's, not the best
+    #: validation epoch's (JTT's identification model, MiMu's source): no selection there
+    last_epoch_stages: tuple[str, ...] = ()
 
     def begin_stage(self, stage: str) -> None:
         """Called before each stage's fit (also when it resumes)."""

@@ -55,10 +55,12 @@ def set_aside(path: str | Path) -> Path:
     return dest
 
 
-def best_score(state: dict[str, Any]) -> float | None:
-    """The ModelCheckpoint's best score stored inside a loaded checkpoint."""
+def best_score(state: dict[str, Any], monitor: str | None = None) -> float | None:
+    """The best score of the ModelCheckpoint monitoring ``monitor`` (any monitor if None)
+    stored inside a loaded checkpoint."""
     for cb in state.get("callbacks", {}).values():
-        if isinstance(cb, dict) and cb.get("monitor") and cb.get("best_model_score") is not None:
+        if (isinstance(cb, dict) and cb.get("monitor") and cb.get("best_model_score") is not None
+                and monitor in (None, cb["monitor"])):
             return float(cb["best_model_score"])
     return None
 

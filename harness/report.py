@@ -144,8 +144,12 @@ def directions(bench: Benchmark) -> dict[str, str]:
         out.update(cls.metrics)
         prefixes.update(cls.metric_prefixes)
     for m in bench.table:
-        if m not in out:
-            hit = [p for p in prefixes if m.startswith(p)]
+        head, _, rest = m.partition("/")
+        base = rest if rest and head in bench.selection else m  # wc/ece: the direction of ece
+        if base in out:
+            out[m] = out[base]
+        else:
+            hit = [p for p in prefixes if base.startswith(p)]
             if hit:
                 out[m] = prefixes[max(hit, key=len)]
     return out
@@ -200,6 +204,14 @@ def _fmt(x: float, like: float | None = None) -> str:
 def markdown(bench: Benchmark, cells: dict, tests: list[dict[str, Any]]) -> str:
     dirs = directions(bench)
     out = [f"# {bench.name} ({bench.profile} profile)", ""]
+    if bench.selection:
+        mon = bench.config["monitor"]
+        out += ["Model selection (validation data only): a metric without a prefix is the test "
+                f"score of the epoch best on `{mon['metric']}`"
+                + (f" ({mon['label']})" if mon.get("label") else "")
+                + "; " + "; ".join(f"`{name}/<metric>` of the epoch best on `{c['metric']}`"
+                                   + (f" ({c['label']})" if c.get("label") else "")
+                                   for name, c in bench.selection.items()) + ".", ""]
     for ds in bench.datasets:
         seeds = {c.n for (d, _, _), c in cells.items() if d == ds}
         out += [f"## {ds}", "",
@@ -209,12 +221,15 @@ def markdown(bench: Benchmark, cells: dict, tests: list[dict[str, Any]]) -> str:
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         best = {m: _best(cells, ds, m, dirs.get(m, "max")) for m in bench.table}
         for label in bench.methods:
-            row = [label]
+            row = [f"{label} (ref.)" if bench.methods[label].get("reference") else label]
             for m in bench.table:
                 c = cells.get((ds, label, m))
                 s = f"{_fmt(c.mean)} ± {_fmt(c.std, c.mean)}" if c else "–"
                 row.append(f"**{s}**" if c and label in best[m] else s)
             out.append("| " + " | ".join(row) + " |")
+        refs = [f"{label}: {m['reference']}" for label, m in bench.methods.items() if m.get("reference")]
+        if refs:
+            out += ["", "(ref.): an upper reference, not a fair competitor: " + "; ".join(refs) + "."]
         ds_tests = [t for t in tests if t["dataset"] == ds]
         if ds_tests:
             out += ["", "Paired t-test over seeds (proposed − baseline; p two-sided):", "",

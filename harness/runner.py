@@ -407,15 +407,22 @@ class Runner:
         stages = tuple(model.stages)
         root = self.run_dir / spec.benchmark / key
         score = None
+        extra: dict[str, str] = {}  # selection criterion -> its best checkpoint of the last stage
         for stage in stages:
             model.begin_stage(stage)
             dm.use_stage_data(model.stage_data(stage))
             sdir = stage_dir(self.run_dir, spec, key, dm, model, stage)
             if sdir.parent != root:
                 self._journal.call("set_tag", run_id, f"harness.stage.{stage}", f"shared: {sdir}")
+            final = stage == stages[-1]
             with _stage_lock(sdir):
-                best, score = self._fit_stage(spec, model, dm, run_id, sdir,
-                                              stage if len(stages) > 1 else "", extra_callbacks)
+                best, score = self._fit_stage(
+                    spec, model, dm, run_id, sdir, stage if len(stages) > 1 else "", extra_callbacks,
+                    last_epoch=stage in tuple(model.last_epoch_stages),
+                    criteria=spec.selection if final else ())
+            if final:
+                extra = {name: str(sdir / f"best-{name}.ckpt") for name, _, _ in spec.selection
+                         if (sdir / f"best-{name}.ckpt").exists()}
             if best:
                 state = checkpoints.load(best)
                 model.load_state_dict(state["state_dict"],  # adapter-only checkpoints: not strict
@@ -424,7 +431,21 @@ class Runner:
         # the test scores the final model (after every stage): its metrics carry no prefix
         trainer = self._trainer(spec, dm, run_id, root / "test", "", callbacks=[])
         trainer.test(model, datamodule=dm, verbose=False)
-        self._check_finite(spec, score, trainer.callback_metrics)
+        metrics = dict(trainer.callback_metrics)
+        # each further selection criterion: the last stage's best weights under it, tested
+        # again; its metrics are test/<criterion>/<metric>
+        for name, _, _ in spec.selection:
+            if name not in extra:
+                raise RunFailed(f"selection {name!r}: no checkpoint was saved for it; "
+                                f"{_data_origin(spec)}")
+            model.load_state_dict(checkpoints.load(extra[name])["state_dict"], strict=model.strict_loading)
+            model.finish_stages()
+            trainer = self._trainer(spec, dm, run_id, root / f"test-{name}", "", callbacks=[],
+                                    test_scope=name)
+            trainer.test(model, datamodule=dm, verbose=False)
+            metrics.update({k.replace("test/", f"test/{name}/", 1): v
+                            for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+        self._check_finite(spec, score, metrics)
         return score
 
     def _check_finite(self, spec: RunSpec, score: float | None, metrics: dict[str, Any]) -> None:
@@ -443,7 +464,7 @@ class Runner:
                             f"); is the test split empty? {where}")
 
     def _trainer(self, spec: RunSpec, dm: Any, run_id: str, root: Path, prefix: str,
-                 callbacks: list[Any]) -> L.Trainer:
+                 callbacks: list[Any], test_scope: str = "") -> L.Trainer:
         kwargs = dict(spec.trainer)
         kwargs.setdefault("num_sanity_val_steps", 0)
         kwargs.setdefault("enable_model_summary", False)
@@ -451,20 +472,33 @@ class Runner:
         if dm.shards_itself:
             kwargs["use_distributed_sampler"] = False
         return L.Trainer(
-            logger=tracking.RunLogger(self.uri, run_id, prefix, str(self._journal.path)),
+            logger=tracking.RunLogger(self.uri, run_id, prefix, str(self._journal.path),
+                                      test_scope=test_scope),
             callbacks=callbacks,
             default_root_dir=str(root), enable_progress_bar=self.progress, **kwargs,
         )
 
     def _fit_stage(self, spec: RunSpec, model: L.LightningModule, dm: Any, run_id: str,
-                   root: Path, prefix: str, extra_callbacks: list[Any]
+                   root: Path, prefix: str, extra_callbacks: list[Any], last_epoch: bool = False,
+                   criteria: tuple[tuple[str, str, str], ...] = ()
                    ) -> tuple[str | None, float | None]:
-        """Fit one stage (resuming from its last finished epoch); return its best checkpoint
-        path and best validation score. A checkpoint that fails the safe load is set aside
-        and the stage restarts (:mod:`harness.checkpoints`)."""
+        """Fit one stage (resuming from its last finished epoch); return the checkpoint the
+        next stage starts from (the best validation epoch's, or with ``last_epoch`` the last
+        epoch's) and the best validation score. ``criteria``: further selection criteria, each
+        with its own best checkpoint ``best-<name>.ckpt``. A checkpoint that fails the safe
+        load is set aside and the stage restarts (:mod:`harness.checkpoints`)."""
         done = root / "done"
         best = root / "best.ckpt"
         name = prefix or "fit"
+        if last_epoch and done.exists() and (root / "last.ckpt").exists():
+            try:
+                state = checkpoints.load(root / "last.ckpt")
+            except checkpoints.CorruptCheckpoint as exc:
+                self._set_aside(run_id, exc, f"stage {name} restarts")
+                done.unlink()
+            else:
+                print(f"    stage {name} already done, loading {root / 'last.ckpt'}", flush=True)
+                return str(root / "last.ckpt"), checkpoints.best_score(state, spec.monitor)
         if done.exists():
             if not best.exists():
                 return None, None
@@ -475,7 +509,7 @@ class Runner:
                 done.unlink()
             else:
                 print(f"    stage {name} already done, loading {best}", flush=True)
-                return str(best), checkpoints.best_score(state)
+                return str(best), checkpoints.best_score(state, spec.monitor)
         root.mkdir(parents=True, exist_ok=True)
         checkpoints.remove_partial(root)
         ckpt = checkpoints.AtomicCheckpoint(
@@ -483,7 +517,10 @@ class Runner:
             enable_version_counter=False)
         last_ckpt = checkpoints.AtomicCheckpoint(  # after `ckpt`: its state is saved in last.ckpt
             dirpath=root, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
-        callbacks: list[Any] = [ckpt, last_ckpt, *extra_callbacks]
+        chosen = [checkpoints.AtomicCheckpoint(
+            dirpath=root, filename=f"best-{c}", monitor=metric, mode=mode, save_top_k=1,
+            enable_version_counter=False) for c, metric, mode in criteria]
+        callbacks: list[Any] = [ckpt, *chosen, last_ckpt, *extra_callbacks]
         if spec.early_stopping:
             callbacks.append(EarlyStopping(monitor=spec.monitor, mode=spec.mode,
                                            **spec.early_stopping))
@@ -504,10 +541,13 @@ class Runner:
         if trainer.interrupted:
             raise KeyboardInterrupt
         done.touch()
+        if last_epoch:
+            return str(last), (float(ckpt.best_model_score) if ckpt.best_model_score is not None
+                               else checkpoints.best_score(checkpoints.load(last), spec.monitor))
         path = ckpt.best_model_path or (str(best) if best.exists() else None)
         score = ckpt.best_model_score  # not carried back from ddp_spawn workers: read the file
         if score is None and path:
-            return path, checkpoints.best_score(checkpoints.load(path))
+            return path, checkpoints.best_score(checkpoints.load(path), spec.monitor)
         return path, float(score) if score is not None else None
 
     def _set_aside(self, run_id: str, exc: checkpoints.CorruptCheckpoint, then: str) -> None:

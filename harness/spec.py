@@ -39,14 +39,18 @@ from harness.errors import UserError
 _TOP_KEYS = {
     "name", "description", "proposed", "methods", "datasets", "seeds", "monitor", "table",
     "trainer", "early_stopping", "profiles", "requires_data", "requires_backbone", "curves",
+    "selection",
 }
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``base`` with ``over`` merged in; nested dicts merge, everything else replaces."""
+    """A copy of ``base`` with ``over`` merged in; nested dicts merge, everything else replaces,
+    and ``null`` over a mapping removes it (a profile drops a dataset or row: ``text: null``)."""
     out = copy.deepcopy(base)
     for k, v in (over or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        if v is None and isinstance(out.get(k), dict):
+            del out[k]
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
@@ -70,15 +74,21 @@ class RunSpec:
     monitor: str
     mode: str
     early_stopping: dict[str, Any] | None = None
+    #: further model-selection criteria: (name, val metric, mode); the final stage keeps a best
+    #: checkpoint per criterion and the test is repeated with each, as ``test/<name>/<metric>``
+    selection: tuple[tuple[str, str, str], ...] = ()
 
     def key(self, data_fingerprint: str, method_version: str = "1") -> str:
         """Hash of everything that determines the result (not tracking or display fields)."""
-        return stable_hash({
+        fields = {
             "method": self.method, "params": self.params, "dataset": self.dataset,
             "dataset_params": self.dataset_params, "data": data_fingerprint, "seed": self.seed,
             "trainer": self.trainer, "monitor": [self.monitor, self.mode],
             "early_stopping": self.early_stopping, "version": method_version,
-        })
+        }
+        if self.selection:  # only when set: the keys of benchmarks without it are unchanged
+            fields["selection"] = [list(c) for c in self.selection]
+        return stable_hash(fields)
 
     @property
     def name(self) -> str:
@@ -102,6 +112,11 @@ class Benchmark:
     @property
     def table(self) -> list[str]:
         return list(self.config["table"])
+
+    @property
+    def selection(self) -> dict[str, dict[str, Any]]:
+        """Further model-selection criteria: ``{name: {metric: val/..., mode, label}}``."""
+        return dict(self.config.get("selection") or {})
 
     @property
     def curves(self) -> dict[str, dict[str, Any]]:
@@ -205,10 +220,13 @@ def load(
     if trainer:
         cfg["trainer"] = deep_merge(cfg.get("trainer", {}), trainer)
     mon = cfg["monitor"]
+    selection = tuple((name, c["metric"], c["mode"]) for name, c in (cfg.get("selection") or {}).items())
     bench = Benchmark(name=cfg["name"], profile=profile, config=cfg, path=path)
     for ds_label, ds in cfg["datasets"].items():
         for label, m in cfg["methods"].items():
-            params = dict(m.get("params") or {})
+            # the dataset's settings for every row (e.g. a learning rate for a pretrained backbone),
+            # then the row's own, then a sweep's
+            params = {**(ds.get("method_params") or {}), **(m.get("params") or {})}
             params.update(tuned_params.get(ds_label, {}).get(label) or {})
             ds_params = deep_merge(ds.get("params") or {}, m.get("data_params") or {})
             for seed in cfg["seeds"]:
@@ -218,6 +236,7 @@ def load(
                     dataset=ds["dataset"], dataset_params=ds_params, seed=int(seed),
                     trainer=dict(cfg.get("trainer") or {}), monitor=mon["metric"],
                     mode=mon["mode"], early_stopping=cfg.get("early_stopping"),
+                    selection=selection,
                 ))
     return bench
 
@@ -308,8 +327,8 @@ def _real_data(datasets: dict[str, Any], data_dir: str, category: str | None) ->
 # EarlyStopping arguments, rows, metrics the methods declare). Each problem is one line,
 # ``<file>: <key path>: <problem>; <what to do>``.
 
-_ROW_KEYS = ("method", "params", "data_params", "group")
-_DATASET_KEYS = ("dataset", "params")
+_ROW_KEYS = ("method", "params", "data_params", "group", "reference")
+_DATASET_KEYS = ("dataset", "params", "method_params")
 _CURVE_KEYS = ("metric", "xlabel", "log")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 _YAML_NUMBER_AS_TEXT = re.compile(r"[-+]?(\d[\d_]*)?\.?\d*[eE][-+]?\d+")
@@ -762,10 +781,14 @@ class _Check:
         for label, row in methods.items():
             keys = ("methods", label)
             row = self.mapping(keys, row, "{method: <entry point>, params: {...}, data_params: "
-                               "{...}, group: <name>}", allow_none=False, allowed=_ROW_KEYS)
+                               "{...}, group: <name>, reference: <why>}", allow_none=False,
+                               allowed=_ROW_KEYS)
             if "method" not in row:
                 self.fail(keys, "no 'method'", "name the method's entry point (see `harness list`)")
             rows[label] = cls = self.load("method", row["method"], (*keys, "method"))
+            if "reference" in row and not (isinstance(row["reference"], str) and row["reference"]):
+                self.fail((*keys, "reference"), f"{row['reference']!r} is not a text",
+                          "say why the row is only a reference, e.g. 'uses training group labels'")
             if "group" in row and not isinstance(row["group"], str):
                 self.fail((*keys, "group"), f"{row['group']!r} is {_kind(row['group'])}",
                           "name the group of rows a proposed row is tested against")
@@ -790,6 +813,9 @@ class _Check:
             for label_row, row in cfg["methods"].items():
                 self.params(("methods", label_row, "data_params"), row.get("data_params"), cls,
                             f"{what} (of dataset {label!r})", 0)
+                if label_row in rows:  # the dataset's method_params go to every row's method
+                    self.params((*keys, "method_params"), ds.get("method_params"), rows[label_row],
+                                f"method {row['method']!r} (row {label_row!r})", 1)
 
     def references(self, cfg: dict[str, Any], rows: dict[str, type]) -> None:
         declared: dict[str, str] = {}
@@ -812,7 +838,7 @@ class _Check:
                     self.fail(("proposed", i), f"{row!r} is not a method row",
                               f"name one of {', '.join(rows)}")
         mon = self.mapping(("monitor",), cfg["monitor"], _MISSING_HINT["monitor"], allow_none=False,
-                           allowed=("metric", "mode"))
+                           allowed=("metric", "mode", "label"))
         metric, mode = mon.get("metric"), mon.get("mode")
         if not (isinstance(metric, str) and metric.startswith("val/") and len(metric) > 4):
             self.fail(("monitor", "metric"), f"{metric!r} is not a validation metric",
@@ -827,6 +853,37 @@ class _Check:
                 self.fail(("monitor", "metric"), f"{metric} is not declared by method row "
                           f"{label!r} ({cls.__name__}), whose checkpoints it selects",
                           f"name one of its metrics: {', '.join(sorted(cls.metrics)) or 'none'}")
+        criteria = self.mapping(("selection",), cfg.get("selection"),
+                                "{name: {metric: val/<name>, mode: max|min, label: ...}}")
+        for name, crit in criteria.items():
+            keys = ("selection", name)
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in ("val", "test", "train"):
+                self.fail(keys, f"{name!r} is not a criterion name",
+                          "use lower-case letters, digits and _ (it prefixes test metrics: test/<name>/...)")
+            crit = self.mapping(keys, crit, "{metric: val/<name>, mode: max|min, label: ...}",
+                                allow_none=False, allowed=("metric", "mode", "label"))
+            c_metric, c_mode = crit.get("metric"), crit.get("mode")
+            if not (isinstance(c_metric, str) and c_metric.startswith("val/") and len(c_metric) > 4):
+                self.fail((*keys, "metric"), f"{c_metric!r} is not a validation metric",
+                          "name one as val/<metric>")
+            if c_mode not in ("max", "min"):
+                self.fail((*keys, "mode"), f"{c_mode!r} is neither max nor min", "use max or min")
+            if not isinstance(crit.get("label", ""), str):
+                self.fail((*keys, "label"), f"{_kind(crit['label'])}, not a string", "write a string")
+            for label, cls in rows.items():
+                stages = getattr(cls, "stages", ("fit",))
+                trains = bool(stages) if isinstance(stages, tuple | list) else True
+                if trains and not logs(cls, c_metric[4:]):
+                    self.fail((*keys, "metric"), f"{c_metric} is not declared by method row {label!r} "
+                              f"({cls.__name__}), whose checkpoints it selects",
+                              f"name one of its metrics: {', '.join(sorted(cls.metrics)) or 'none'}")
+
+        def logs_table(m: str) -> bool:  # `<criterion>/<metric>`: a test metric under a criterion
+            head, _, rest = m.partition("/")
+            if rest and head in criteria:
+                m = rest
+            return any(logs(cls, m) for cls in rows.values())
+
         table = cfg["table"]
         if not isinstance(table, list) or not table:
             self.fail(("table",), f"{_kind(table) if table != [] else 'empty'}, not a list of metrics",
@@ -834,7 +891,7 @@ class _Check:
         for i, m in enumerate(table):
             if not isinstance(m, str):
                 self.fail(("table", i), f"{m!r} is {_kind(m)}", "name a metric")
-            if not any(logs(cls, m) for cls in rows.values()):
+            if not logs_table(m):
                 bare = m.split("/", 1)[1] if m.startswith(("test/", "val/")) else None
                 self.fail(("table", i), f"metric {m!r} is declared by none of the method rows",
                           f"write {bare!r} (without the prefix)" if bare and any(

@@ -443,9 +443,11 @@ class RunLogger(MLFlowLogger):
 
     LOGGER_JOIN_CHAR = "/"
 
-    def __init__(self, uri: str, run_id: str, stage: str = "", journal_path: str | None = None):
+    def __init__(self, uri: str, run_id: str, stage: str = "", journal_path: str | None = None,
+                 test_scope: str = ""):
         super().__init__(tracking_uri=uri, run_id=run_id, prefix=stage, log_model=False)
         self.journal_path = journal_path
+        self.test_scope = test_scope  # a selection criterion: test/<m> is logged as test/<scope>/<m>
 
     @property
     def experiment(self) -> Any:
@@ -473,6 +475,9 @@ class RunLogger(MLFlowLogger):
         from mlflow.entities import Metric
 
         metrics = _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
+        if self.test_scope:
+            metrics = {k.replace("test/", f"test/{self.test_scope}/", 1) if k.startswith("test/") else k: v
+                       for k, v in metrics.items()}
         now = int(_time.time() * 1000)
         batch = [Metric(k.replace("@", "_"), float(v), now, step or 0) for k, v in metrics.items()]
         if self.journal_path is None:
