@@ -282,3 +282,34 @@ def test_erm_logs_every_declared_test_metric():
     torch.manual_seed(0)
     model = ERM(image_info(), **SMALL)
     assert set(model.metrics) >= {"acc", "worst_group_acc", "acc_all_broken", "ece"}
+
+
+@pytest.mark.parametrize("modality", ["image", "text"])
+def test_a_local_backbone_directory_is_loaded_with_its_attention(modality, tmp_path):
+    """BACKBONE=<dir>: the paper's path (a pretrained ViT-L/16 or BERT saved locally), here a
+    tiny random model saved the same way; its architecture comes from the directory."""
+    from transformers import BertConfig, BertModel, ViTConfig, ViTModel
+
+    torch.manual_seed(0)
+    if modality == "image":
+        ViTModel(ViTConfig(image_size=16, patch_size=4, hidden_size=24, num_hidden_layers=1,
+                           num_attention_heads=2, intermediate_size=48), add_pooling_layer=False
+                 ).save_pretrained(tmp_path)
+        info = image_info(backbone=str(tmp_path))
+        batch = {"x": torch.randn(2, 3, 16, 16), "y": torch.tensor([0, 1])}
+    else:
+        BertModel(BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=48, max_position_embeddings=12), add_pooling_layer=False
+                  ).save_pretrained(tmp_path)
+        info = text_info()
+        info.backbone = str(tmp_path)
+        batch = {"input_ids": torch.randint(5, 50, (2, 10)),
+                 "attention_mask": torch.ones(2, 10, dtype=torch.long),
+                 "token_type_ids": torch.zeros(2, 10, dtype=torch.long), "y": torch.tensor([0, 2])}
+    model = MiMu(info, hidden_size=999, layers=9)  # ignored: the directory's config wins
+    assert model.net.body.config.hidden_size == 24
+    model.begin_stage("target")
+    loss = model.loss(batch)
+    assert torch.isfinite(loss)
+    _, att = model.net(batch, attention=True)
+    assert att.shape == (2, model.net.n_tokens(batch))
