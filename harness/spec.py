@@ -868,6 +868,10 @@ class _Check:
                           "name one as val/<metric>")
             if c_mode not in ("max", "min"):
                 self.fail((*keys, "mode"), f"{c_mode!r} is neither max nor min", "use max or min")
+            if c_metric == metric or c_metric in [c.get("metric") for n, c in criteria.items()
+                                                  if n != name and isinstance(c, dict)]:
+                self.fail((*keys, "metric"), f"{c_metric} already selects checkpoints here",
+                          "give each criterion its own validation metric")
             if not isinstance(crit.get("label", ""), str):
                 self.fail((*keys, "label"), f"{_kind(crit['label'])}, not a string", "write a string")
             for label, cls in rows.items():

@@ -99,6 +99,7 @@ MIMU_YAML = (Path(__file__).resolve().parents[1] / "benchmarks" / "mimu.yaml").r
     ("reference: uses the training group labels", "reference: 3", "reference"),
     ("method_params: {lr: 0.0001}", "method_params: {lrr: 0.0001}", "lrr"),
     ("  wc: {metric", "  Wc: {metric", "criterion name"),
+    ("metric: val/worst_class_acc", "metric: val/worst_group_acc", "already selects"),
 ])
 def test_new_yaml_keys_are_validated(workdir, capsys, old, new, needle):
     assert old in MIMU_YAML
