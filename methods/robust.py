@@ -23,7 +23,6 @@ Rows:
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import torch
@@ -295,7 +294,3 @@ class GroupDRO(RobustClassifier):
                        "train/q_max": self.q.max()}, prog_bar=True, batch_size=len(batch["y"]))
         return loss
 
-
-def n_masked(n_tokens: int, ratio: float) -> int:
-    """How many of ``n_tokens`` positions a mask ratio hides (rounded, at most all but one)."""
-    return min(n_tokens - 1, int(math.floor(ratio * n_tokens + 0.5)))
