@@ -138,6 +138,15 @@ class _RobustBase(DataModule):
     def _read(self) -> RobustTable:
         raise NotImplementedError
 
+    def _data_root(self, name: str, version: int, write: Callable[[Path, Any], Path]) -> Path:
+        """``DATA=``, or the synthetic set ``write`` produces from ``self.synthetic``, cached
+        under a key of its arguments and the writer's version."""
+        if self.data_dir is not None:
+            return self.data_dir
+        cfg = self.synthetic
+        key = stable_hash({**asdict(cfg), "writer": version})
+        return cached_dir(self.cache_dir / "synthetic" / f"{name}-{key}", lambda tmp: write(tmp, cfg))
+
     @property
     def table(self) -> RobustTable:
         if self._table is None:
@@ -218,8 +227,7 @@ class _RobustBase(DataModule):
         ds = _Batches(self._arrays(name), split.y.astype(np.int64), self._groups(split),
                       self._transform(train))
         if order is not None:  # upsampled training: a sampler over the index list
-            base = _IndexList(order)
-            sampler = BatchSampler(RandomSampler(base), self.batch_size, drop_last=False)
+            sampler = BatchSampler(RandomSampler(range(len(order))), self.batch_size, drop_last=False)
             return DataLoader(_Remap(ds, order), sampler=sampler, batch_size=None,
                               num_workers=self.num_workers)
         inner = RandomSampler(ds) if train else SequentialSampler(ds)
@@ -237,17 +245,6 @@ class _RobustBase(DataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self._loader(name, False) for name in self.table.tests]
-
-
-class _IndexList(Dataset):
-    def __init__(self, order: np.ndarray):
-        self.order = order
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __getitem__(self, i: int) -> int:
-        return int(self.order[i])
 
 
 class _Remap(Dataset):
@@ -309,12 +306,7 @@ class RobustImages(_RobustBase):
         return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
     def _root(self) -> Path:
-        if self.data_dir is not None:
-            return self.data_dir
-        cfg = self.synthetic
-        key = stable_hash({**asdict(cfg), "writer": ri.SYNTHETIC_VERSION})
-        out = self.cache_dir / "synthetic" / f"waterbirds-{key}"
-        return cached_dir(out, lambda tmp: ri.write_synthetic_waterbirds(tmp, cfg))
+        return self._data_root("waterbirds", ri.SYNTHETIC_VERSION, ri.write_synthetic_waterbirds)
 
     def _read(self) -> RobustTable:
         root = self._root()
@@ -404,12 +396,7 @@ class RobustText(_RobustBase):
         self._vocab_size: int | None = None
 
     def _root(self) -> Path:
-        if self.data_dir is not None:
-            return self.data_dir
-        cfg = self.synthetic
-        key = stable_hash({**asdict(cfg), "writer": rt.SYNTHETIC_VERSION})
-        out = self.cache_dir / "synthetic" / f"nli-{key}"
-        return cached_dir(out, lambda tmp: rt.write_synthetic_nli(tmp, cfg))
+        return self._data_root("nli", rt.SYNTHETIC_VERSION, rt.write_synthetic_nli)
 
     def _read(self) -> RobustTable:
         root = self._root()
