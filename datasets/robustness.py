@@ -133,6 +133,7 @@ class _RobustBase(DataModule):
         self.num_workers = int(num_workers)
         self._table: RobustTable | None = None
         self._upsample: np.ndarray | None = None
+        self._epoch_size: int | None = None
 
     # -- reading ---------------------------------------------------------------------------
     def _read(self) -> RobustTable:
@@ -194,11 +195,13 @@ class _RobustBase(DataModule):
     # -- stage data ---------------------------------------------------------------------------
     def use_stage_data(self, request: StageData) -> None:
         """The training split; JTT's upweighting stage: ``options = {"upsample": indices,
-        "factor": k}`` adds k - 1 more copies of those examples (Liu et al. 2021, Eq. 2)."""
+        "factor": k}`` adds k - 1 more copies of those examples (Liu et al. 2021, Eq. 2);
+        with ``"epoch_size": n`` an epoch is a random n of that upsampled list (a fresh draw
+        each epoch, without replacement), so the stage takes as many steps as plain training."""
         if request.part != "train" or request.domains is not None:
             super().use_stage_data(request)
         opts = dict(request.options)
-        unknown = set(opts) - {"upsample", "factor"}
+        unknown = set(opts) - {"upsample", "factor", "epoch_size"}
         if unknown:
             raise UserError(f"{type(self).__name__}: unknown stage options {sorted(unknown)}")
         if "upsample" in opts:
@@ -208,8 +211,12 @@ class _RobustBase(DataModule):
                 raise UserError(f"upsample: factor {factor} or indices outside the training split")
             self._upsample = np.concatenate([np.arange(len(self.table.train))]
                                             + [idx] * (factor - 1)).astype(np.int64)
+            size = opts.get("epoch_size")
+            if size is not None and int(size) < 1:
+                raise UserError(f"upsample: epoch_size must be >= 1, got {size}")
+            self._epoch_size = None if size is None else min(int(size), len(self._upsample))
         else:
-            self._upsample = None
+            self._upsample = self._epoch_size = None
 
     # -- loaders ------------------------------------------------------------------------------
     def _arrays(self, name: str) -> dict[str, Any]:
@@ -227,7 +234,8 @@ class _RobustBase(DataModule):
         ds = _Batches(self._arrays(name), split.y.astype(np.int64), self._groups(split),
                       self._transform(train))
         if order is not None:  # upsampled training: a sampler over the index list
-            sampler = BatchSampler(RandomSampler(range(len(order))), self.batch_size, drop_last=False)
+            draw = RandomSampler(range(len(order)), num_samples=self._epoch_size)
+            sampler = BatchSampler(draw, self.batch_size, drop_last=False)
             return DataLoader(_Remap(ds, order), sampler=sampler, batch_size=None,
                               num_workers=self.num_workers)
         inner = RandomSampler(ds) if train else SequentialSampler(ds)

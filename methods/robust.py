@@ -14,7 +14,11 @@ Rows:
 * ``mimu-source``: MiMu's self-calibrated source model, cross-entropy + Brier score.
 * ``jtt`` (Liu et al. 2021): stage ``identify`` trains ERM for ``identify_epochs`` (its last
   epoch, no selection); its training errors E are upsampled ``upweight`` times (Eq. 2) for
-  stage ``upweight``, which trains a fresh model from the same initial weights.
+  stage ``upweight``, which trains a fresh model from the same initial weights. With
+  ``epoch_size: train`` (the default) an upweighting epoch is a random draw of as many
+  examples as the training split from the upsampled set, so JTT takes the same number of
+  steps as every other row (SubpopBench's fixed budget); ``epoch_size: upsampled`` walks the
+  whole upsampled set each epoch, as the JTT paper's code does (up to ``upweight`` x the steps).
 * ``groupdro`` (Sagawa et al. 2020, Algorithm 1): the online group-DRO objective
   sum_g q_g L_g with q_g <- q_g exp(eta L_g), normalised; it uses the training group labels
   (an upper reference, not comparable to methods without them).
@@ -229,9 +233,11 @@ class JTT(RobustClassifier):
     stages = ("identify", "upweight")
     last_epoch_stages = ("identify",)
 
-    def __init__(self, info: RobustInfo, identify_epochs: int = 2, upweight: int = 20, **kw: Any):
+    def __init__(self, info: RobustInfo, identify_epochs: int = 2, upweight: int = 20,
+                 epoch_size: str = "train", **kw: Any):
         super().__init__(info, **kw)
         self.save_hyperparameters(ignore=["info"])
+        choice("epoch_size", epoch_size, ("train", "upsampled"))
         if identify_epochs < 1 or upweight < 1:
             raise UserError(f"identify_epochs and upweight must be >= 1, got {identify_epochs}, {upweight}")
         self.stage = "identify"
@@ -257,7 +263,10 @@ class JTT(RobustClassifier):
 
     def stage_data(self, stage: str) -> StageData:
         if stage == "upweight":
-            return StageData(options={"upsample": self.error_set.tolist(), "factor": self.hparams.upweight})
+            opts = {"upsample": self.error_set.tolist(), "factor": self.hparams.upweight}
+            if self.hparams.epoch_size == "train":
+                opts["epoch_size"] = self.info.train_size
+            return StageData(options=opts)
         return StageData()
 
     def on_train_start(self) -> None:

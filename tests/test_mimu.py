@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from harness.api import StageData
 from harness.datasets.robust_common import group_ids, group_names
 from harness.datasets.robustness import RobustInfo, random_crop_flip
+from harness.errors import UserError
 from harness.methods.mimu import MiMu, alignment_loss, random_token_mask
 from harness.methods.robust import ERM, JTT, GroupDRO, brier
 from harness.metrics import robust as rm
@@ -241,7 +242,10 @@ def test_jtt_error_set_is_the_misclassified_training_examples():
     model.begin_stage("upweight")
     assert model.error_set.tolist() == [3, 4, 5]
     req = model.stage_data("upweight")
-    assert req.options == {"upsample": [3, 4, 5], "factor": 5}
+    assert req.options == {"upsample": [3, 4, 5], "factor": 5, "epoch_size": 102}  # the training split's size
+    paper = JTT(image_info(train_eval_loader=_Loader(batches)), upweight=5, epoch_size="upsampled", **SMALL)
+    paper.error_set = torch.tensor([3])
+    assert paper.stage_data("upweight").options == {"upsample": [3], "factor": 5}
     assert not torch.equal(model.net.head.bias, first["head.bias"])  # a fresh model for stage 2
 
 
@@ -262,8 +266,51 @@ def test_upsampled_training_index_list():
     ds.use_stage_data(StageData(options={"upsample": [1, 7], "factor": 3}))
     counts = np.bincount(ds._upsample, minlength=10)
     assert counts[1] == 3 and counts[7] == 3 and counts.sum() == 14
+    assert ds._epoch_size is None
     ds.use_stage_data(StageData())
     assert ds._upsample is None
+
+
+def test_jtt_epoch_of_training_size_draws_from_the_upsampled_set():
+    """``epoch_size``: each epoch is n draws from the upsampled list (the same steps as ERM),
+    a fresh draw per epoch, and the upweighted examples keep their share."""
+    from harness.datasets.robust_common import Split
+    from harness.datasets.robustness import _RobustBase
+
+    n = 100
+    split = Split(y=np.zeros(n, dtype=np.int64), attrs=np.zeros((n, 1), dtype=np.int64))
+
+    class Fake(_RobustBase):
+        def __init__(self):
+            self._upsample, self._epoch_size = None, None
+            self.batch_size, self.num_workers = 10, 0
+
+        @property
+        def table(self):
+            class T:
+                train = split
+            return T()
+
+        def _split(self, name):
+            return split
+
+        def _arrays(self, name):
+            return {"x": np.arange(n)}
+
+        def _transform(self, train):
+            return lambda b: b
+
+    ds = Fake()
+    ds.use_stage_data(StageData(options={"upsample": list(range(10)), "factor": 21, "epoch_size": n}))
+    assert len(ds._upsample) == 300
+    torch.manual_seed(0)
+    epochs = [torch.cat([b["idx"] for b in ds.train_dataloader()]) for _ in range(20)]
+    assert all(len(e) == n for e in epochs)  # as many examples as the training split
+    assert not torch.equal(epochs[0], epochs[1])
+    share = float(torch.cat(epochs).lt(10).float().mean())  # 210 of the 300 upsampled entries
+    assert abs(share - 0.7) < 0.05, share
+    with pytest.raises(UserError, match="epoch_size"):
+        ds.use_stage_data(StageData(options={"upsample": [1], "factor": 2, "epoch_size": 0}))
 
 
 def test_crop_and_flip_are_crops_of_the_padded_image():
