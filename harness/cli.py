@@ -76,13 +76,14 @@ def _trainer_arg(name: str) -> Callable[[str], Any]:
     return parse
 
 
-def _jobs(args: argparse.Namespace) -> int:
-    """``--jobs``, else ``$JOBS``, else 1; a bad ``$JOBS`` is a one-line error."""
+def _jobs(args: argparse.Namespace, default: int | None = None) -> int:
+    """``--jobs``, else ``$JOBS``, else ``default`` (the benchmark's ``jobs:``), else 1; a bad
+    ``$JOBS`` is a one-line error."""
     if args.jobs is not None:
         return int(args.jobs)
     text = os.environ.get("JOBS", "").strip()
     if not text:
-        return 1
+        return default or 1
     if not re.fullmatch(r"\d+", text) or int(text) < 1:
         raise UserError(f"JOBS={text!r} in the environment is not a positive integer; set JOBS=1 "
                         "or more (independent runs at once), or unset it")
@@ -122,9 +123,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness import report
     from harness.runner import Runner
 
-    jobs = _jobs(args)
+    _jobs(args)  # a bad $JOBS fails before anything is read
     tracking.tracking_uri(args.tracking_uri)  # a URI that cannot work fails before anything runs
     bench = _load(args)
+    jobs = _jobs(args, bench.jobs)
     start = time.time()
     runner = Runner(bench, uri=args.tracking_uri, run_dir=args.run_dir,
                     progress=not args.no_progress and jobs == 1, jobs=jobs)
@@ -214,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--data", default=None, help="directory with real data")
         s.add_argument("--dataset", default=None, help="dataset label or real category name")
         s.add_argument("--backbone", default=None,
-                       help="local Hugging Face causal-LM directory (LLM recommenders)")
+                       help="local Hugging Face model directory: a causal LM (LLM recommenders), "
+                            "a ViT or BERT (mimu)")
         s.add_argument("--tracking-uri", default=None,
                        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
         s.add_argument("--reports", default="reports", help="output directory for tables")

@@ -39,7 +39,7 @@ from harness.errors import UserError
 _TOP_KEYS = {
     "name", "description", "proposed", "methods", "datasets", "seeds", "monitor", "table",
     "trainer", "early_stopping", "profiles", "requires_data", "requires_backbone", "curves",
-    "selection",
+    "selection", "jobs",
 }
 
 
@@ -117,6 +117,11 @@ class Benchmark:
     def selection(self) -> dict[str, dict[str, Any]]:
         """Further model-selection criteria: ``{name: {metric: val/..., mode, label}}``."""
         return dict(self.config.get("selection") or {})
+
+    @property
+    def jobs(self) -> int | None:
+        """Runs at once when neither ``--jobs`` nor ``$JOBS`` says (``jobs:``), else None."""
+        return self.config.get("jobs")
 
     @property
     def curves(self) -> dict[str, dict[str, Any]]:
@@ -754,6 +759,9 @@ class _Check:
         for flag in ("requires_data", "requires_backbone"):
             if flag in cfg and not isinstance(cfg[flag], bool):
                 self.fail((flag,), f"{cfg[flag]!r} is {_kind(cfg[flag])}", "write true or false")
+        if "jobs" in cfg and not (_int(cfg["jobs"]) and cfg["jobs"] >= 1):
+            self.fail(("jobs",), f"{cfg['jobs']!r} is not a number of runs at once",
+                      "give an integer >= 1 (JOBS= / --jobs override it)")
         if "seeds" in cfg:
             s = cfg["seeds"]
             if _int(s):

@@ -66,6 +66,21 @@ def test_bad_jobs_environment_variable(workdir, capsys, monkeypatch, jobs):
     assert not (workdir / "mlflow.db").exists()
 
 
+def test_jobs_precedence_flag_environment_benchmark(monkeypatch):
+    """--jobs, else $JOBS, else the benchmark's ``jobs:``, else 1."""
+    from argparse import Namespace
+
+    from harness.cli import _jobs
+
+    monkeypatch.delenv("JOBS", raising=False)
+    assert _jobs(Namespace(jobs=None)) == 1
+    assert _jobs(Namespace(jobs=None), 2) == 2
+    monkeypatch.setenv("JOBS", "3")
+    assert _jobs(Namespace(jobs=None), 2) == 3
+    assert _jobs(Namespace(jobs=1), 2) == 1
+    assert spec.load("mimu").jobs == 2 and spec.load("mimu", profile="quick").jobs is None
+
+
 def test_report_ignores_jobs_and_refuses_an_empty_store(workdir, capsys, monkeypatch):
     """JOBS concerns bench only; a report of nothing no longer overwrites the tables."""
     monkeypatch.setenv("JOBS", "abc")
@@ -137,6 +152,8 @@ YAML_CASES = [
     ("seeds-empty-list", _set("seeds", value=[]), "seeds: [] is a list"),
     ("seeds-repeated", _set("seeds", value=[1, 1]), "repeats a seed"),
     ("seeds-not-int", _set("seeds", value=[0, 1.5]), "seeds[1]: 1.5 is not a seed"),
+    ("jobs-zero", _set("jobs", value=0), "jobs: 0 is not a number of runs at once"),
+    ("jobs-string", _set("jobs", value="2"), "jobs: '2' is not a number of runs at once"),
     # methods
     ("methods-string", _set("methods", value="bpr"), "methods: a string, not a mapping of rows"),
     ("row-string", _set("methods", "mf", value="bpr"), "methods.mf: a string, not a mapping"),
