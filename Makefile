@@ -1,5 +1,5 @@
 # Everything a researcher runs. Variables: METHOD, PROFILE (quick|default|paper), SEEDS,
-# DATA, DATASET, BACKBONE (a local Hugging Face LLM directory), DEVICES, ACCELERATOR, STRATEGY, NUM_NODES, PRECISION, TUNED=1,
+# DATA, DATASET, BACKBONE (a local Hugging Face model directory: causal LM, ViT or BERT), DEVICES, ACCELERATOR, STRATEGY, NUM_NODES, PRECISION, TUNED=1,
 # TRIALS and ROW (sweep), MLFLOW_TRACKING_URI, OPTUNA_STORAGE.
 PYTHON ?= python3
 ROOT   := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))

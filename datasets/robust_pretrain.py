@@ -29,7 +29,7 @@ import torch
 from harness.cache import cached_dir, stable_hash
 from harness.errors import UserError
 
-PRETRAIN_VERSION = 3
+PRETRAIN_VERSION = 4  # 4: saved with ViT's (unused, zero) mask token, so loading it reports nothing missing
 
 
 @dataclass
@@ -80,7 +80,7 @@ def _train(cfg: PretrainConfig, out_dir: Path) -> None:
                         num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
                         intermediate_size=4 * cfg.hidden_size, hidden_dropout_prob=0.0,
                         attention_probs_dropout_prob=0.0)
-    model = ViTModel(vit_cfg, add_pooling_layer=False)
+    model = ViTModel(vit_cfg, add_pooling_layer=False, use_mask_token=True)  # MiMu masks patches with it
     heads = torch.nn.Linear(cfg.hidden_size, 2 * 2)
     params = list(model.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.05)
