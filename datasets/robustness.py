@@ -18,8 +18,14 @@ with two shortcuts (lexical overlap, a negation word). Sentences are encoded onc
 tokenizer built from the training text, or a local pretrained tokenizer: ``BACKBONE=``)
 and cached.
 
-``seed`` is the run's seed: shuffling and augmentation draw from the generators the runner
-seeds with it; the synthetic sets do not depend on it (their writer has its own ``seed``).
+``seed`` is the run's seed: the training order is a permutation drawn from (seed, epoch);
+augmentation draws from the generators the runner seeds with it; the synthetic sets do not
+depend on it (their writer has its own ``seed``).
+
+Under DDP the loaders shard themselves (``shards_itself``): every rank walks the same global
+batches and takes a strided share of each (``rows[rank::world]``), so ``batch_size`` stays
+the global batch size, evaluation covers every example exactly once (the method gathers
+the predictions) and N processes see the batches one process would.
 
 Both serve batches as dicts: ``x`` (images, float, normalised) or ``input_ids`` /
 ``attention_mask`` / ``token_type_ids`` (text), plus ``y``, ``g`` (group: label x every
@@ -39,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from harness.api import DataModule, RealData, StageData, choice
 from harness.cache import cached_dir, fingerprint, stable_hash
@@ -110,15 +116,55 @@ class _Batches(Dataset):
         return self.transform(batch)
 
 
+class _BatchPlan(Sampler):
+    """Index lists for this rank: a permutation drawn from (seed, epoch) (training; the first
+    ``num_samples`` of it, repeated permutations if more) or the examples in order
+    (evaluation), cut into global batches of ``batch_size``, of which this rank takes
+    ``rows[rank::world]``. In training under DDP a last global batch with fewer rows than
+    ranks is dropped, so every rank takes the same number of steps."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0,
+                 world: int = 1, num_samples: int | None = None):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world, self.epoch = rank, world, 0
+        self.num_samples = n if num_samples is None else int(num_samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_samples, self.batch_size)
+        keep_last = rest > 0 and (not self.shuffle or self.world == 1 or rest >= self.world)
+        return full + int(keep_last)
+
+    def _order(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.n)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        reps = -(-self.num_samples // self.n)
+        return np.concatenate([rng.permutation(self.n) for _ in range(reps)])[:self.num_samples]
+
+    def __iter__(self):
+        order = self._order()
+        for b in range(len(self)):
+            rows = order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world]
+            if len(rows):
+                yield rows.tolist()
+
+
 class _RobustBase(DataModule):
     """What images and text share: groups, stage data, loaders, stats."""
 
     real_data = RealData(dir_param="data_dir", synthetic_params=("synthetic",))
     backbone_param = "backbone"
+    #: the loaders shard themselves across ranks (:class:`_BatchPlan`), so the runner turns
+    #: Lightning's automatic DistributedSampler off
+    shards_itself = True
 
     def __init__(self, data_dir: str | None, layout: str, batch_size: int, eval_batch_size: int,
-                 cache_dir: str, backbone: str | None, num_workers: int):
+                 cache_dir: str, backbone: str | None, num_workers: int, seed: int = 0):
         super().__init__()
+        self.seed = int(seed)
         self.data_dir = Path(data_dir).expanduser() if data_dir else None
         self.layout = layout
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
@@ -229,24 +275,31 @@ class _RobustBase(DataModule):
         t = self.table
         return {"train": t.train, "val": t.val}.get(name) or t.tests[name]
 
-    def _loader(self, name: str, train: bool, order: np.ndarray | None = None) -> DataLoader:
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, name: str, train: bool, order: np.ndarray | None = None,
+                shard: bool = True) -> DataLoader:
         split = self._split(name)
         ds = _Batches(self._arrays(name), split.y.astype(np.int64), self._groups(split),
                       self._transform(train))
-        if order is not None:  # upsampled training: a sampler over the index list
-            draw = RandomSampler(range(len(order)), num_samples=self._epoch_size)
-            sampler = BatchSampler(draw, self.batch_size, drop_last=False)
-            return DataLoader(_Remap(ds, order), sampler=sampler, batch_size=None,
+        rank, world = self._rank_world() if shard else (0, 1)
+        if order is not None:  # upsampled training: batches of positions in the index list
+            plan = _BatchPlan(len(order), self.batch_size, True, self.seed, rank, world,
+                              self._epoch_size)
+            return DataLoader(_Remap(ds, order), sampler=plan, batch_size=None,
                               num_workers=self.num_workers)
-        inner = RandomSampler(ds) if train else SequentialSampler(ds)
-        sampler = BatchSampler(inner, self.batch_size if train else self.eval_batch_size, drop_last=False)
-        return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers)
+        plan = _BatchPlan(len(ds), self.batch_size if train else self.eval_batch_size, train,
+                          self.seed, rank, world)
+        return DataLoader(ds, sampler=plan, batch_size=None, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True, self._upsample)
 
     def _train_eval_loader(self) -> DataLoader:
-        return self._loader("train", False)
+        """The whole training split in order, on every rank (JTT's error set)."""
+        return self._loader("train", False, shard=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False)
@@ -284,7 +337,7 @@ class RobustImages(_RobustBase):
                  batch_size: int = 64, eval_batch_size: int = 256, backbone: str | None = None,
                  cache_dir: str = ".cache/harness", num_workers: int = 0, seed: int = 0):
         super().__init__(data_dir, choice("layout", layout, IMAGE_LAYOUTS), batch_size, eval_batch_size,
-                         cache_dir, backbone, num_workers)
+                         cache_dir, backbone, num_workers, seed)
         if data_dir is None and layout != "waterbirds":
             raise UserError(f"layout {layout!r} reads real data: pass DATA=<dir> (the synthetic set "
                             "is written in the waterbirds layout)")
@@ -391,7 +444,7 @@ class RobustText(_RobustBase):
                  batch_size: int = 64, eval_batch_size: int = 256, backbone: str | None = None,
                  cache_dir: str = ".cache/harness", num_workers: int = 0, seed: int = 0):
         super().__init__(data_dir, choice("layout", layout, TEXT_LAYOUTS), batch_size, eval_batch_size,
-                         cache_dir, backbone, num_workers)
+                         cache_dir, backbone, num_workers, seed)
         if data_dir is None and layout != "mnli":
             raise UserError(f"layout {layout!r} reads real data: pass DATA=<dir> (the synthetic set "
                             "is written in the MNLI/HANS layout)")

@@ -176,11 +176,34 @@ class RobustClassifier(Method):
     def predict_probs(self, batch: dict[str, Tensor]) -> Tensor:
         return self.net(batch)[0].float().softmax(-1)
 
+    def _world(self) -> int:
+        trainer = self._trainer
+        return trainer.world_size if trainer is not None else 1
+
+    def _collect(self, records: list[tuple[Tensor, ...]], fields: int) -> list[Tensor]:
+        """This rank's (probs, y, g[, set]) batches concatenated and, under DDP, gathered from
+        every rank: the data module gives each rank a disjoint share of every split, so the
+        metrics see each example exactly once."""
+        if records:
+            parts = [torch.cat(t) for t in zip(*records, strict=True)]
+        else:  # a rank with no share of a small split
+            parts = [torch.zeros(0, self.info.n_classes, device=self.device)] + [
+                torch.zeros(0, dtype=torch.long, device=self.device) for _ in range(fields - 1)]
+        if self._world() == 1:
+            return parts
+        sizes = self.all_gather(torch.tensor([len(parts[0])], device=self.device)).flatten().tolist()
+        out = []
+        for t in parts:
+            pad = t.new_zeros((max(sizes) - len(t), *t.shape[1:]))
+            every = self.all_gather(torch.cat([t, pad]))  # (world, max, ...)
+            out.append(torch.cat([every[r, :k] for r, k in enumerate(sizes)]))
+        return out
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._val.append((self.predict_probs(batch), batch["y"], batch["g"]))
 
     def on_validation_epoch_end(self) -> None:
-        probs, y, g = (torch.cat(t) for t in zip(*self._val, strict=True))
+        probs, y, g = self._collect(self._val, 3)
         self._val.clear()
         for k, v in rm.validation_metrics(probs, y, g, self.info.n_groups).items():
             self.log(f"val/{k}", v)
@@ -190,7 +213,7 @@ class RobustClassifier(Method):
         self._test.append((self.predict_probs(batch), batch["y"], batch["g"], s))
 
     def on_test_epoch_end(self) -> None:
-        probs, y, g, s = (torch.cat(t) for t in zip(*self._test, strict=True))
+        probs, y, g, s = self._collect(self._test, 4)
         self._test.clear()
         info = self.info
         out = rm.test_metrics(probs, y, g, s, info.set_names, self.train_share.cpu(), info.attr_names,
@@ -293,12 +316,18 @@ class GroupDRO(RobustClassifier):
         logits, _ = self.net(batch)
         per = F.cross_entropy(logits, batch["y"], reduction="none")
         n = self.info.n_groups
+        total = per.new_zeros(n).index_add(0, batch["g"], per)  # this rank's per-group sums
         count = torch.bincount(batch["g"], minlength=n).float()
-        group_loss = torch.zeros(n, device=per.device).index_add(0, batch["g"], per) / count.clamp_min(1)
+        sums = total.detach()
+        world = self._world()
+        if world > 1:  # L_g over the global batch, so every rank updates q alike
+            count = self.trainer.strategy.reduce(count, reduce_op="sum")
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
         with torch.no_grad():  # q_g <- q_g exp(eta L_g), normalised (groups seen in the batch)
-            self.q.mul_(torch.exp(self.hparams.eta * group_loss.detach() * (count > 0)))
+            self.q.mul_(torch.exp(self.hparams.eta * sums / count.clamp_min(1) * (count > 0)))
             self.q.div_(self.q.sum())
-        loss = (self.q * group_loss).sum()
+        # DDP averages the ranks' gradients: world x this rank's share of sum_g q_g L_g
+        loss = world * (self.q * total / count.clamp_min(1)).sum()
         self.log_dict({"train/robust_loss": loss, "train/ce": per.mean(),
                        "train/q_max": self.q.max()}, prog_bar=True, batch_size=len(batch["y"]))
         return loss

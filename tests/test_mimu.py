@@ -283,7 +283,7 @@ def test_jtt_epoch_of_training_size_draws_from_the_upsampled_set():
     class Fake(_RobustBase):
         def __init__(self):
             self._upsample, self._epoch_size = None, None
-            self.batch_size, self.num_workers = 10, 0
+            self.batch_size, self.num_workers, self.seed = 10, 0, 0
 
         @property
         def table(self):
@@ -303,14 +303,47 @@ def test_jtt_epoch_of_training_size_draws_from_the_upsampled_set():
     ds = Fake()
     ds.use_stage_data(StageData(options={"upsample": list(range(10)), "factor": 21, "epoch_size": n}))
     assert len(ds._upsample) == 300
-    torch.manual_seed(0)
-    epochs = [torch.cat([b["idx"] for b in ds.train_dataloader()]) for _ in range(20)]
+    epochs = []
+    for epoch in range(20):
+        loader = ds.train_dataloader()
+        loader.sampler.set_epoch(epoch)  # Lightning does this every epoch
+        epochs.append(torch.cat([b["idx"] for b in loader]))
     assert all(len(e) == n for e in epochs)  # as many examples as the training split
     assert not torch.equal(epochs[0], epochs[1])
     share = float(torch.cat(epochs).lt(10).float().mean())  # 210 of the 300 upsampled entries
     assert abs(share - 0.7) < 0.05, share
     with pytest.raises(UserError, match="epoch_size"):
         ds.use_stage_data(StageData(options={"upsample": [1], "factor": 2, "epoch_size": 0}))
+
+
+@pytest.mark.parametrize("n, batch, world", [(103, 10, 2), (103, 10, 3), (7, 4, 4), (64, 16, 2)])
+def test_batch_plan_shards_every_global_batch_across_ranks(n, batch, world):
+    """DDP: the ranks' shares of each global batch are the one-process batch; evaluation
+    covers every example exactly once; in training every rank takes the same steps."""
+    from harness.datasets.robustness import _BatchPlan
+
+    for shuffle in (False, True):
+        one = _BatchPlan(n, batch, shuffle, seed=3)
+        one.set_epoch(5)
+        shards = [_BatchPlan(n, batch, shuffle, seed=3, rank=r, world=world) for r in range(world)]
+        for p in shards:
+            p.set_epoch(5)
+        ranks = [list(p) for p in shards]
+        if shuffle:
+            assert len({len(r) for r in ranks}) == 1  # the same number of steps on every rank
+            assert all(len(b) for r in ranks for b in r)
+        for b, rows in enumerate(one):
+            merged = sorted(i for r in ranks if b < len(r) for i in r[b])
+            if shuffle and len(rows) < world:
+                assert not merged  # a last global batch too small to share is dropped
+            else:
+                assert merged == sorted(rows)
+        seen = sorted(i for r in ranks for b in r for i in b)
+        if not shuffle:
+            assert seen == list(range(n))
+    again = _BatchPlan(n, batch, True, seed=3)
+    again.set_epoch(6)
+    assert [list(b) for b in again] != [list(b) for b in one]  # a fresh order per epoch
 
 
 def test_crop_and_flip_are_crops_of_the_padded_image():
