@@ -8,7 +8,9 @@ whose ``Split.paths`` are absolute image paths and whose ``files`` are the metad
 * :func:`read_subpop_metadata`: SubpopBench's ``metadata_<name>.csv`` (``id, filename, split, y, a``);
 * :func:`read_celeba`: CelebA's ``list_attr_celeba`` + ``list_eval_partition`` (txt or Kaggle csv);
 * :func:`read_imagenet9`: the backgrounds challenge's IN-9 folders, with MiMu's class-specific text
-  watermark as a second shortcut (stamped by the decoder from ``Split.marks``).
+  watermark as a second shortcut (stamped by the decoder from ``Split.marks``);
+* :func:`read_fairface`: FairFace's ``fairface_label_train.csv`` / ``fairface_label_val.csv`` (gender x
+  race, the multi-valued columns binarised as one value vs the rest).
 
 Every problem with the files is a :class:`~harness.errors.DataFormatError` whose one-line message
 names the file (and the column or line) and where the public copy lives. Every listed image is
@@ -57,6 +59,7 @@ __all__ = [
     "images_fingerprint",
     "missing_files",
     "read_celeba",
+    "read_fairface",
     "read_imagenet9",
     "read_subpop_metadata",
     "read_waterbirds",
@@ -72,6 +75,7 @@ WATERBIRDS_SRC = "https://github.com/kohpangwei/group_DRO"
 SUBPOP_SRC = "https://github.com/YyzHarry/SubpopBench"
 CELEBA_SRC = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html or Kaggle jessicali9530/celeba-dataset"
 BG_SRC = "https://github.com/MadryLab/backgrounds_challenge"
+FAIRFACE_SRC = "https://github.com/joojs/fairface"
 
 WATERBIRDS_DIR = "waterbird_complete95_forest2water2"
 WATERBIRDS_COLUMNS = ("img_id", "img_filename", "y", "split", "place", "place_filename")
@@ -962,3 +966,206 @@ def write_synthetic_waterbirds(out_dir: PathLike, cfg: SyntheticImages | None = 
         writer.writerow([*WATERBIRDS_COLUMNS, "mark"])
         writer.writerows(rows)
     return root
+
+
+# --------------------------------------------------------------------------------------------------
+# FairFace
+# --------------------------------------------------------------------------------------------------
+
+# the image zips of FairFace's README (Padding=0.25 / Padding=1.25), each unzipped into a folder of its
+# name holding ``train/`` and ``val/``
+FAIRFACE_DIRS = ("fairface-img-margin025-trainval", "fairface-img-margin125-trainval")
+FAIRFACE_LABELS = ("fairface_label_train.csv", "fairface_label_val.csv")
+FAIRFACE_VALUES = {  # every value a label column may hold, as spelt in the public files
+    "gender": ("Male", "Female"),
+    "race": ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian",
+             "Middle Eastern"),
+    "age": ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"),
+    "service_test": ("False", "True"),
+}
+FAIRFACE_DEFAULT = {"gender": "Female", "race": "White", "service_test": "True"}  # the value coded 1
+FAIRFACE_VAL_SHARE = 0.1
+FAIRFACE_VAL_SEED = 0
+
+
+def _fairface_slug(text: str) -> str:
+    """``East Asian`` -> ``east_asian``, ``more than 70`` -> ``more_than_70`` (MLflow's alphabet)."""
+    return re.sub(r"[^a-z0-9-]+", "_", text.lower()).strip("_")
+
+
+def _fairface_key(text: str) -> str:
+    """A value as compared with the user's spelling: case, ``_`` and spaces do not matter."""
+    return " ".join(text.replace("_", " ").lower().split())
+
+
+def _fairface_close(value: str, allowed: Sequence[str], n: int, cutoff: float) -> list[str]:
+    """The values of ``allowed`` closest to ``value`` (compared by :func:`_fairface_key`)."""
+    keys = {_fairface_key(v): v for v in allowed}
+    return [keys[k] for k in difflib.get_close_matches(_fairface_key(value), list(keys), n=n, cutoff=cutoff)]
+
+
+def _fairface_code(spec: str, role: str) -> tuple[str, str]:
+    """``(column, the value coded 1)`` of a target or spurious spec: ``column`` or ``column=value``."""
+    if not isinstance(spec, str):
+        raise UserError(f"FairFace: the {role} must be a column name or 'column=value', not {spec!r}")
+    column, eq, value = (part.strip() for part in spec.partition("="))
+    columns = list(FAIRFACE_VALUES)
+    if column not in FAIRFACE_VALUES:
+        close = difflib.get_close_matches(column.lower(), columns, n=3, cutoff=0.4)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise UserError(f"FairFace: no column {column!r} (the {role} {spec!r}); {hint}the label columns are "
+                        f"{', '.join(columns)}; write 'column' or 'column=value'")
+    values = FAIRFACE_VALUES[column]
+    if not eq:
+        if role == "target" and len(values) != 2:
+            raise UserError(f"FairFace: the target must be a two-valued column (gender) and {column!r} has "
+                            f"{len(values)} values; pick one value against the rest, e.g. "
+                            f"target='{column}={values[1]}'")
+        if column not in FAIRFACE_DEFAULT:
+            raise UserError(f"FairFace: {column!r} has {len(values)} values; name the one coded 1 as the "
+                            f"{role}, e.g. '{column}={values[3]}' (values: {', '.join(values)})")
+        return column, FAIRFACE_DEFAULT[column]
+    found = [v for v in values if _fairface_key(v) == _fairface_key(value)]
+    if not found:
+        close = _fairface_close(value, values, 3, 0.4)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise UserError(f"FairFace: column {column!r} has no value {value!r} (the {role} {spec!r}); {hint}"
+                        f"its values are {', '.join(values)}")
+    return column, found[0]
+
+
+def _fairface_csv(path: Path, required: Sequence[str]) -> tuple[list[str], Rows]:
+    header, rows = _read_csv(path, required, FAIRFACE_SRC)
+    if not rows:
+        raise DataFormatError(f"{path} has a header but no rows; the file is incomplete, get the full one "
+                              f"from {FAIRFACE_SRC}")
+    return header, rows
+
+
+def _fairface_values(path: Path, header: list[str], rows: Rows, column: str) -> np.ndarray:
+    """Column ``column`` as int64 indices into ``FAIRFACE_VALUES[column]`` (``service_test``: any case);
+    a value outside that list is a DataFormatError naming the first bad line and how many there are."""
+    allowed = FAIRFACE_VALUES[column]
+    lookup = {v: k for k, v in enumerate(allowed)}
+    fold = str.capitalize if column == "service_test" else str  # pandas writes True / False; TRUE is fine
+    j = header.index(column)
+    out = np.asarray([lookup.get(fold(r[j].strip()), -1) for _, r in rows], dtype=np.int64)
+    bad = np.flatnonzero(out < 0)
+    if len(bad):
+        line, r = rows[int(bad[0])]
+        value = r[j].strip()
+        close = _fairface_close(value, allowed, 1, 0.5)
+        hint = f" (closest: {close[0]})" if close else ""
+        raise DataFormatError(f"{path} line {line}: column {column!r} holds {value!r}{hint}, expected one of "
+                              f"{', '.join(allowed)} ({len(bad)} rows with unknown values); get a fresh copy "
+                              f"from {FAIRFACE_SRC}")
+    return out
+
+
+def _fairface_names(path: Path, header: list[str], rows: Rows) -> list[str]:
+    j = header.index("file")
+    names = [r[j].strip() for _, r in rows]
+    for (line, _), name in zip(rows, names, strict=True):
+        if not name:
+            raise DataFormatError(f"{path} line {line}: column 'file' is empty; get a fresh copy from "
+                                  f"{FAIRFACE_SRC}")
+    return names
+
+
+def _fairface_base(root: Path, label_dir: Path, first: str, listed_in: Path) -> Path:
+    """The folder the ``file`` column (``train/1.jpg``) is relative to: the first of ``root``, the labels'
+    folder and the image folders under either that holds the first listed image."""
+    bases: list[Path] = []
+    for base in (root, label_dir, *(d / sub for d in (label_dir, root) for sub in FAIRFACE_DIRS)):
+        if base not in bases:
+            bases.append(base)
+    for base in bases:
+        if os.path.exists(os.path.join(base, first)):
+            return base
+    raise DataFormatError(
+        f"{listed_in}: listed images not found, e.g. {first!r} under none of {', '.join(map(str, bases))}; "
+        f"unzip {FAIRFACE_DIRS[0]}.zip (or the 1.25 one) from {FAIRFACE_SRC} beside the label files")
+
+
+def read_fairface(root: PathLike, target: str = "gender", spurious: str | Sequence[str] = "race",
+                  val_share: float = FAIRFACE_VAL_SHARE, seed: int = FAIRFACE_VAL_SEED) -> RobustTable:
+    """FairFace (Karkkainen & Joo, WACV 2021; ``FAIRFACE_SRC``) with ``target`` as the label and
+    ``spurious`` (one spec or several) as the attributes.
+
+    Files: ``fairface_label_train.csv`` and ``fairface_label_val.csv`` with the columns ``file, age,
+    gender, race, service_test`` (only ``file`` and the columns used are required); ``file`` is
+    ``train/1.jpg`` / ``val/1.jpg``. The README's image zips (Padding=0.25 and Padding=1.25) are
+    ``fairface-img-margin025-trainval.zip`` and ``fairface-img-margin125-trainval.zip``, unzipped into
+    folders of those names holding ``train/`` and ``val/``. ``root`` is the folder holding the label files
+    or its parent, when they lie in ``root/fairface-img-margin025-trainval/`` (then in ``..125..``), or
+    one of those image folders with the label files in its parent. Images are relative to the first of
+    ``root``, the labels' folder, and ``fairface-img-margin025-trainval/`` then ``..125..`` under either,
+    that holds the first listed image: with both zips beside the labels, 0.25 (the paper's main
+    experiments) is read unless ``root`` is the 1.25 folder.
+
+    Binarisation (a :class:`RobustTable` attribute is 0/1): a spec is ``column`` or ``column=value``,
+    the row coded 1 when the column holds that value (case, ``_`` and spaces do not matter:
+    ``race=east_asian``). Defaults: ``gender`` -> Female (Male 0, Female 1), ``race`` -> White (White vs
+    the 6 other races), ``service_test`` -> True; ``age`` needs a value (``age=20-29``). The attribute is
+    named ``<column>_<value>`` in lower case (``race_white``, ``race_east_asian``, ``gender_female``).
+    The target must be two-valued: ``gender`` (class names ``gender_male``, ``gender_female``), or one
+    value against the rest (``target="race=Black"``: ``race_not_black``, ``race_black``); a bare
+    ``race`` or ``age`` target is a UserError. Several specs of one column (``["race=White",
+    "race=Black"]``) are allowed; the target's column is not.
+
+    Splits: FairFace has train and val only, so ``tests = {"test": the official val file}``, ``val`` a
+    seeded random ``val_share`` of the train file's rows (``np.random.default_rng(seed)``, not
+    stratified; at least 1 row, and at least 1 left) and ``train`` the rest, each in file order. Values
+    are checked against the public lists (gender Male / Female; the 7 races; the 9 age bins; service_test
+    True / False); a bad value, a missing file or column, an empty file or a missing image is a
+    :class:`DataFormatError` naming the file.
+    """
+    if not 0.0 < float(val_share) < 1.0:
+        raise UserError(f"FairFace: val_share must be in (0, 1), not {val_share}")
+    y_col, y_value = _fairface_code(target, "target")
+    specs = [spurious] if isinstance(spurious, str) else list(spurious)
+    codes = [_fairface_code(s, "spurious attribute") for s in specs]
+    if any(c == y_col for c, _ in codes) or len(set(codes)) != len(codes):
+        raise UserError(f"FairFace: the spurious attributes {specs} must differ from each other and use "
+                        f"another column than the target {target!r}")
+    root = _abs(Path(root))
+    dirs = [root, *(root / d for d in FAIRFACE_DIRS)] + ([root.parent] if root.name in FAIRFACE_DIRS else [])
+    label_dir = next((d for d in dirs if any((d / f).is_file() for f in FAIRFACE_LABELS)), None)
+    if label_dir is None:
+        raise DataFormatError(
+            f"FairFace labels not found: no {FAIRFACE_LABELS[0]} in {', '.join(map(str, dirs))}; pass the "
+            f"folder holding {FAIRFACE_LABELS[0]} and {FAIRFACE_LABELS[1]} (or its parent) from "
+            f"{FAIRFACE_SRC}")
+    used = list(dict.fromkeys([y_col, *(c for c, _ in codes)]))
+    required = ["file", *used]
+    tables = []
+    for name in FAIRFACE_LABELS:
+        path = label_dir / name
+        header, rows = _fairface_csv(path, required)
+        values = {c: _fairface_values(path, header, rows, c) for c in used}
+        tables.append((path, _fairface_names(path, header, rows), values))
+    train_csv, val_csv = (path for path, _, _ in tables)
+    base = _fairface_base(root, label_dir, tables[0][1][0], train_csv)
+    splits = []
+    for path, names, values in tables:
+        y = (values[y_col] == FAIRFACE_VALUES[y_col].index(y_value)).astype(np.int64)
+        cols = [(values[c] == FAIRFACE_VALUES[c].index(v)).astype(np.int64) for c, v in codes]
+        attrs = np.stack(cols, axis=1) if cols else np.zeros((len(names), 0), dtype=np.int64)
+        splits.append(Split(y, attrs, _image_paths(base, names, path, FAIRFACE_SRC)))
+    full, test = splits
+    n = len(full)
+    if n < 2:
+        raise DataFormatError(f"{train_csv} has {n} row; at least 2 are needed to hold out a validation "
+                              f"share; get the full file from {FAIRFACE_SRC}")
+    n_val = min(n - 1, max(1, int(round(float(val_share) * n))))
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(int(seed)).permutation(n)[:n_val]] = True
+    train, val = full.subset(np.flatnonzero(~held)), full.subset(np.flatnonzero(held))
+    if len(FAIRFACE_VALUES[y_col]) == 2:
+        other = next(v for v in FAIRFACE_VALUES[y_col] if v != y_value)
+        classes = [f"{y_col}_{_fairface_slug(other)}", f"{y_col}_{_fairface_slug(y_value)}"]
+    else:
+        classes = [f"{y_col}_not_{_fairface_slug(y_value)}", f"{y_col}_{_fairface_slug(y_value)}"]
+    attr_names = [f"{c}_{_fairface_slug(v)}" for c, v in codes]
+    return RobustTable("fairface", "image", classes, attr_names, train, val, {"test": test}, {},
+                       [train_csv, val_csv])
