@@ -55,7 +55,7 @@ from harness.datasets import robust_text as rt
 from harness.datasets.robust_common import RobustTable, Split, group_ids, group_names
 from harness.errors import UserError
 
-IMAGE_LAYOUTS = ("waterbirds", "subpop", "celeba", "imagenet9")
+IMAGE_LAYOUTS = ("waterbirds", "subpop", "celeba", "imagenet9", "fairface")
 TEXT_LAYOUTS = ("mnli", "qqp")
 
 
@@ -325,12 +325,14 @@ class RobustImages(_RobustBase):
     """Image data with spurious attributes (see the module docstring).
 
     ``layout``: ``waterbirds`` (also the synthetic set), ``subpop`` (SubpopBench
-    ``metadata.csv``), ``celeba`` (``target`` vs the ``spurious`` attribute(s) by name),
-    ``imagenet9`` (backgrounds challenge + MiMu's class watermark when ``marks``).
+    ``metadata.csv``), ``celeba`` (``target`` vs the ``spurious`` attribute(s) by name; default
+    Blond_Hair and Male), ``imagenet9`` (backgrounds challenge + MiMu's class watermark when
+    ``marks``), ``fairface`` (``target`` / ``spurious`` as ``column`` or ``column=value``;
+    default gender and race=White).
     """
 
     def __init__(self, data_dir: str | None = None, layout: str = "waterbirds",
-                 target: str = "Blond_Hair", spurious: str | list[str] = "Male",
+                 target: str | None = None, spurious: str | list[str] | None = None,
                  subpop_name: str | None = None, marks: bool = True, mark_seed: int = 0,
                  synthetic: dict[str, Any] | None = None, pretrained: bool = True,
                  pretrain: dict[str, Any] | None = None, resolution: int = 32, augment: bool = True,
@@ -376,7 +378,9 @@ class RobustImages(_RobustBase):
         if self.layout == "subpop":
             return ri.read_subpop_metadata(root, self.subpop_name or "")
         if self.layout == "celeba":
-            return ri.read_celeba(root, self.target, self.spurious)
+            return ri.read_celeba(root, self.target or "Blond_Hair", self.spurious or "Male")
+        if self.layout == "fairface":
+            return ri.read_fairface(root, self.target or "gender", self.spurious or "race")
         return ri.read_imagenet9(root, marks=self.marks, mark_seed=self.mark_seed)
 
     def prepare_data(self) -> None:

@@ -252,3 +252,17 @@ def test_file_errors_name_the_file_and_the_source(tmp_path, jpeg, case, file, ex
     assert file in text and FAIRFACE_SRC in text, text
     for part in expected:
         assert part in text, text
+
+
+def test_robust_images_reads_the_fairface_layout(tmp_path, jpeg):
+    """``layout: fairface`` in a benchmark: the DataModule reads the files through the reader, with
+    FairFace's default target and attribute (not CelebA's)."""
+    from harness.datasets.robustness import RobustImages
+
+    root = _fairface(tmp_path / "fairface", jpeg)
+    dm = RobustImages(data_dir=str(root), layout="fairface", cache_dir=str(tmp_path / "cache"), resolution=8)
+    t = dm.table
+    assert t.class_names == ["gender_male", "gender_female"] and t.attr_names == ["race_white"]
+    dm = RobustImages(data_dir=str(root), layout="fairface", target="race=Black", spurious="gender",
+                      cache_dir=str(tmp_path / "cache"), resolution=8)
+    assert dm.table.attr_names == ["gender_female"]
