@@ -263,8 +263,9 @@ class Runner:
     def run_one(self, spec: RunSpec, parent_id: str | None = None, callbacks: tuple[Any, ...] = (),
                 reraise: tuple[type[BaseException], ...] = (), tags: dict[str, str] | None = None
                 ) -> RunResult:
-        """Run (or skip, or resume) one run. ``callbacks`` join the Trainer's; exceptions of
-        the ``reraise`` types (a pruned trial) end the run as KILLED and propagate.
+        """Run (or skip, or resume) one run. ``callbacks`` join the last stage's Trainer (the
+        stage the monitor scores; a sweep's pruner sees its epochs only); exceptions of the
+        ``reraise`` types (a pruned trial) end the run as KILLED and propagate.
 
         A skipped or resumed run moves under ``parent_id``: the latest parent run of a
         benchmark holds every run its invocation skipped, resumed or ran."""
@@ -417,8 +418,8 @@ class Runner:
             final = stage == stages[-1]
             with _stage_lock(sdir):
                 best, score = self._fit_stage(
-                    spec, model, dm, run_id, sdir, stage if len(stages) > 1 else "", extra_callbacks,
-                    last_epoch=stage in tuple(model.last_epoch_stages),
+                    spec, model, dm, run_id, sdir, stage if len(stages) > 1 else "",
+                    extra_callbacks if final else [], last_epoch=stage in tuple(model.last_epoch_stages),
                     criteria=spec.selection if final else ())
             if final:
                 extra = {name: str(sdir / f"best-{name}.ckpt") for name, _, _ in spec.selection

@@ -294,7 +294,7 @@ class JTT(RobustClassifier):
 
     def on_train_start(self) -> None:
         if self.stage == "upweight" and self.error_set is not None:
-            self.log("upweight/error_set_size", float(len(self.error_set)))
+            self.log("error_set_size", float(len(self.error_set)))  # logged as upweight/error_set_size
 
     def on_train_epoch_end(self) -> None:
         if self.stage == "identify" and self.current_epoch + 1 >= self.hparams.identify_epochs:

@@ -45,7 +45,7 @@ def test_quick_mimu_bench_records_both_criteria(workdir, capsys):
     for ds in ("images", "text"):  # mimu and mimu-nomask train one source model per dataset
         shared = {by[(row, ds)].data.tags.get("harness.stage.source") for row in ("mimu", "mimu-nomask")}
         assert len(shared) == 1 and None not in shared
-        assert "upweight/error_set_size" in "".join(by[("jtt", ds)].data.metrics)
+        assert "upweight/error_set_size" in by[("jtt", ds)].data.metrics
 
     # the selection checkpoints exist beside the last stage's best
     run_dir = workdir / "runs" / "mimu"
@@ -123,3 +123,25 @@ def test_dataset_method_params_and_profile_nulls(tmp_path):
                       backbone=str(backbone))
     assert {r.dataset_label for r in paper.runs} == {"waterbirds"}  # images / text: null removes them
     assert all(r.params["optimizer"] == "sgd" for r in paper.runs)
+
+
+def test_extra_callbacks_join_the_last_stage_only(workdir):
+    """A sweep's pruner scores the monitored (last) stage: ``run_one(callbacks=...)`` must not
+    see JTT's identification epochs (they restart at epoch 0 and would be reported twice)."""
+    from lightning.pytorch.callbacks import Callback
+
+    from harness import spec as hspec
+    from harness.runner import Runner
+
+    class Stages(Callback):
+        seen: list[str] = []
+
+        def on_validation_end(self, trainer, module):
+            self.seen.append(module.stage)
+
+    bench = hspec.load("mimu", profile="quick", dataset="text")
+    run = next(r for r in bench.runs if r.label == "jtt")
+    recorder = Stages()
+    result = Runner(bench, uri=tracking.tracking_uri()).run_one(run, callbacks=[recorder])
+    assert result.status == "done"
+    assert recorder.seen and set(recorder.seen) == {"upweight"}
