@@ -67,15 +67,12 @@ def test_torchrun_two_ranks_write_one_run(workdir):
 ROBUST = """
 name: ddprobust
 methods:
-  erm: {method: erm, params: {hidden_size: 16, layers: 1, heads: 2, dropout: 0.0}}
   groupdro: {method: groupdro, params: {hidden_size: 16, layers: 1, heads: 2, dropout: 0.0, eta: 0.1}}
 datasets:
   text: {dataset: robust-text, params: {batch_size: 32, eval_batch_size: 50,
          synthetic: {n_train: 250, n_val: 101, n_test: 101, n_hans: 99}}}
 seeds: 1
 monitor: {metric: val/worst_group_acc, mode: max}
-selection:
-  wc: {metric: val/worst_class_acc, mode: max}
 table: [acc, worst_group_acc, acc_all_broken, ece]
 trainer: {max_epochs: 2, accelerator: cpu, devices: 1}
 """
@@ -83,8 +80,9 @@ trainer: {max_epochs: 2, accelerator: cpu, devices: 1}
 
 def test_robust_ddp_spawn_matches_single_process(workdir):
     """The robustness loaders shard every global batch across ranks and the methods gather
-    the predictions: two processes give the one-process metrics, GroupDRO's q included
-    (odd split sizes, so the ranks' shares differ in length)."""
+    the predictions: two processes give the one-process metrics, GroupDRO's q (summed
+    over ranks) included, on odd split sizes (the ranks' shares differ in length). (Each
+    ddp_spawn Trainer costs a process start: one fit and one test, no second criterion.)"""
     (workdir / "ddprobust.yaml").write_text(ROBUST)
     base = ["bench", str(workdir / "ddprobust.yaml"), "--no-progress", "--no-report"]
     assert main(base) == 0
@@ -93,11 +91,9 @@ def test_robust_ddp_spawn_matches_single_process(workdir):
     mlf = tracking.client(tracking.tracking_uri())
     exp = mlf.get_experiment_by_name("ddprobust")
     runs = mlf.search_runs([exp.experiment_id], filter_string="tags.`harness.kind` = 'run'")
-    assert len(runs) == 4
-    for row in ("erm", "groupdro"):
-        one, two = (next(r for r in runs if r.data.params["trainer.devices"] == d
-                         and r.data.tags["method"] == row) for d in ("1", "2"))
-        test_keys = [k for k in one.data.metrics if k.startswith("test/")]
-        assert any(k.startswith("test/wc/") for k in test_keys) and len(test_keys) >= 20
-        for k in test_keys:
-            assert two.data.metrics[k] == pytest.approx(one.data.metrics[k], abs=1e-4), (row, k)
+    assert len(runs) == 2
+    one, two = (next(r for r in runs if r.data.params["trainer.devices"] == d) for d in ("1", "2"))
+    test_keys = [k for k in one.data.metrics if k.startswith("test/")]
+    assert len(test_keys) >= 15
+    for k in test_keys:
+        assert two.data.metrics[k] == pytest.approx(one.data.metrics[k], abs=1e-4), k
