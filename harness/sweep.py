@@ -102,14 +102,20 @@ def open_study(name: str, storage: str, direction: str) -> Any:
 
 
 def write_tuned(bench: str, dataset: str, row: str, params: dict[str, Any], note: str) -> Path:
-    """Add ``row``'s best parameters to ``benchmarks/tuned/<bench>-<dataset>.yaml`` (atomically)."""
+    """Add ``row``'s best parameters to ``benchmarks/tuned/<bench>-<dataset>.yaml`` (atomically),
+    with a header line ``# <row>: <note>`` saying where they come from; the other rows keep
+    their parameters and their header lines."""
     from harness.cache import atomic_file
 
     path = tuned_path(bench, dataset)
-    data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    text = path.read_text() if path.exists() else ""
+    data = (yaml.safe_load(text) or {}) if text else {}
+    header = [line for line in text.splitlines()
+              if line.startswith("#") and not line.startswith(f"# {row}: ")]
     data[row] = {k: (float(v) if isinstance(v, float) else v) for k, v in params.items()}
     with atomic_file(path) as tmp:
-        tmp.write_text(f"# {note}\n" + yaml.safe_dump(data, sort_keys=True))
+        tmp.write_text("".join(f"{line}\n" for line in [*header, f"# {row}: {note}"])
+                       + yaml.safe_dump(data, sort_keys=True))
     return path
 
 

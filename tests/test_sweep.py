@@ -105,3 +105,17 @@ def test_sweep_on_real_data_writes_the_file_the_tuned_bench_reads(workdir, capsy
     bench = _load(build_parser().parse_args(["bench", "aurl", "--tuned", *real]))
     run = next(r for r in bench.runs if r.label == "mf+aurl")
     assert run.dataset_label == "Books" and written["mf+aurl"].items() <= run.params.items()
+
+
+def test_tuned_file_keeps_each_rows_provenance(workdir):
+    """Two rows written into one tuned file: each keeps its parameters and its header line; a
+    row written again replaces only its own."""
+    from harness.sweep import write_tuned
+
+    write_tuned("b", "d", "jtt", {"upweight": 69}, "study b-d-jtt")
+    write_tuned("b", "d", "mimu", {"align_weight": 1.0}, "grid pick")
+    path = write_tuned("b", "d", "jtt", {"upweight": 20}, "study b-d-jtt, again")
+    text = path.read_text()
+    assert text.startswith("# mimu: grid pick\n# jtt: study b-d-jtt, again\n")
+    assert "# jtt: study b-d-jtt\n" not in text
+    assert yaml.safe_load(text) == {"jtt": {"upweight": 20}, "mimu": {"align_weight": 1.0}}
