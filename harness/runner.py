@@ -444,7 +444,7 @@ class Runner:
             trainer = self._trainer(spec, dm, run_id, root / f"test-{name}", "", callbacks=[],
                                     test_scope=name)
             trainer.test(model, datamodule=dm, verbose=False)
-            metrics.update({k.replace("test/", f"test/{name}/", 1): v
+            metrics.update({tracking.scoped(k, name): v
                             for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         self._check_finite(spec, score, metrics)
         return score
@@ -490,27 +490,20 @@ class Runner:
         load is set aside and the stage restarts (:mod:`harness.checkpoints`)."""
         done = root / "done"
         best = root / "best.ckpt"
+        last = root / "last.ckpt"
+        kept = last if last_epoch else best  # the checkpoint the next stage starts from
         name = prefix or "fit"
-        if last_epoch and done.exists() and (root / "last.ckpt").exists():
-            try:
-                state = checkpoints.load(root / "last.ckpt")
-            except checkpoints.CorruptCheckpoint as exc:
-                self._set_aside(run_id, exc, f"stage {name} restarts")
-                done.unlink()
-            else:
-                print(f"    stage {name} already done, loading {root / 'last.ckpt'}", flush=True)
-                return str(root / "last.ckpt"), checkpoints.best_score(state, spec.monitor)
         if done.exists():
-            if not best.exists():
+            if not kept.exists():
                 return None, None
             try:
-                state = checkpoints.load(best)
+                state = checkpoints.load(kept)
             except checkpoints.CorruptCheckpoint as exc:
                 self._set_aside(run_id, exc, f"stage {name} restarts")
                 done.unlink()
             else:
-                print(f"    stage {name} already done, loading {best}", flush=True)
-                return str(best), checkpoints.best_score(state, spec.monitor)
+                print(f"    stage {name} already done, loading {kept}", flush=True)
+                return str(kept), checkpoints.best_score(state, spec.monitor)
         root.mkdir(parents=True, exist_ok=True)
         checkpoints.remove_partial(root)
         ckpt = checkpoints.AtomicCheckpoint(
@@ -525,7 +518,6 @@ class Runner:
         if spec.early_stopping:
             callbacks.append(EarlyStopping(monitor=spec.monitor, mode=spec.mode,
                                            **spec.early_stopping))
-        last = root / "last.ckpt"
         resume = None
         if last.exists():
             try:

@@ -432,6 +432,11 @@ def unreachable_message(uri: str, exc: BaseException) -> str:
             "store, or point MLFLOW_TRACKING_URI / --tracking-uri at another one")
 
 
+def scoped(key: str, scope: str) -> str:
+    """``test/<m>`` under a selection criterion: ``test/<scope>/<m>``; other keys unchanged."""
+    return f"test/{scope}/{key[5:]}" if scope and key.startswith("test/") else key
+
+
 class RunLogger(MLFlowLogger):
     """Lightning's MLflow logger bound to a run the harness created and owns.
 
@@ -476,8 +481,7 @@ class RunLogger(MLFlowLogger):
 
         metrics = _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
         if self.test_scope:
-            metrics = {k.replace("test/", f"test/{self.test_scope}/", 1) if k.startswith("test/") else k: v
-                       for k, v in metrics.items()}
+            metrics = {scoped(k, self.test_scope): v for k, v in metrics.items()}
         now = int(_time.time() * 1000)
         batch = [Metric(k.replace("@", "_"), float(v), now, step or 0) for k, v in metrics.items()]
         if self.journal_path is None:

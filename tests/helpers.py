@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,13 @@ def user_error(argv: list[str], capsys: Any, needle: str | None = None) -> str:
     if needle is not None:
         assert needle in err[0], (needle, err[0])
     return err[0]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    """A CSV file (parent folders created) with ``header`` and ``rows``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path

@@ -4,12 +4,12 @@ the label files, the binarisation of target and spurious columns, the held-out v
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_csv as _csv
 from PIL import Image
 
 import harness.datasets.robust_images as ri
@@ -46,15 +46,6 @@ def jpeg() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="JPEG")
     return buf.getvalue()
-
-
-def _csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 def _fairface(labels: Path, jpeg: bytes, images: Path | None = None, train=None, val=None,

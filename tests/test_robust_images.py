@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_csv as _csv
 from PIL import Image
 
 import harness.datasets.robust_images as ri
@@ -36,15 +37,6 @@ def _image(path: Path, colour: tuple[int, int, int] = (90, 140, 60),
     arr = np.zeros((size[1], size[0], 3), np.uint8) + np.asarray(colour, np.uint8)
     arr[: size[1] // 2, : size[0] // 2] = 255 - arr[: size[1] // 2, : size[0] // 2]
     Image.fromarray(arr).save(path)
-    return path
-
-
-def _csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
     return path
 
 
