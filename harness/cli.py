@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--dataset", default=None, help="dataset label or real category name")
         s.add_argument("--backbone", default=None,
                        help="local Hugging Face model directory: a causal LM (LLM recommenders), "
-                            "a ViT or BERT (mimu)")
+                            "a ViT or BERT (mimu), a diffusers Stable Diffusion pipeline (invdiff)")
         s.add_argument("--tracking-uri", default=None,
                        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
         s.add_argument("--reports", default="reports", help="output directory for tables")

@@ -291,9 +291,9 @@ def _with_backbone(datasets: dict[str, Any], backbone: str) -> dict[str, Any]:
     path = Path(backbone).expanduser()
     if not path.is_dir():
         raise UserError(f"backbone directory {backbone} does not exist (BACKBONE / --backbone)")
-    if not (path / "config.json").is_file():
-        raise UserError(f"backbone directory {backbone} has no config.json: not a Hugging Face "
-                        "model directory")
+    if not (path / "config.json").is_file() and not (path / "model_index.json").is_file():
+        raise UserError(f"backbone directory {backbone} has neither config.json (a Hugging Face model "
+                        "directory) nor model_index.json (a diffusers pipeline directory)")
     return {label: {**ds, "params": {**(ds.get("params") or {}), params[label]: str(path.resolve())}}
             for label, ds in datasets.items()}
 

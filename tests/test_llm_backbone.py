@@ -85,7 +85,7 @@ def test_paper_profile_runs_on_a_local_backbone_in_bf16(backbone, data_dir, work
 
 @pytest.mark.parametrize("make_dir, needle", [
     (lambda p: p / "missing", "does not exist"),
-    (lambda p: p, "has no config.json"),
+    (lambda p: p, "has neither config.json"),
 ])
 def test_bad_backbone_directories_are_one_line(workdir, capsys, tmp_path, make_dir, needle):
     argv = ["bench", "weaverec", "--profile", "quick", "--backbone", str(make_dir(tmp_path)),
