@@ -813,7 +813,10 @@ class SyntheticImages:
     colour), ``place`` (background: green blotchy land
     vs blue wavy water, colours jittered) agrees with ``y`` at ``background_rate`` and ``mark`` (a small
     bright square in a random corner) at ``mark_rate`` in train and val, independently of each other;
-    in test every group (y x place x mark) has ``n_test // 8`` images."""
+    in test every group (y x place x mark) has ``n_test // 8`` images. ``bird_hue``: ``"any"``
+    (each bird a random colour) or ``"class"`` (landbirds red to orange, waterbirds magenta to
+    violet: neither a background's colour); the second leaves the background as the main thing
+    a picture's pixels vary by within a class (InvDiff's set)."""
 
     n_train: int = 2000
     n_val: int = 800
@@ -822,8 +825,12 @@ class SyntheticImages:
     background_rate: float = 0.95
     mark_rate: float = 0.85
     seed: int = 0
+    bird_hue: str = "any"
 
     def __post_init__(self) -> None:
+        if self.bird_hue not in BIRD_HUES:
+            raise UserError(f"SyntheticImages: bird_hue must be one of {', '.join(map(repr, BIRD_HUES))}, "
+                            f"not {self.bird_hue!r}")
         if min(self.n_train, self.n_val) < 2 or self.n_test < 8:
             raise UserError(f"SyntheticImages: need n_train, n_val >= 2 and n_test >= 8 (got {self.n_train}, "
                             f"{self.n_val}, {self.n_test})")
@@ -835,6 +842,8 @@ class SyntheticImages:
 
 
 SYNTHETIC_VERSION = 3  # bump when the writer's output changes (part of the synthetic cache key)
+BIRD_HUES = ("any", "class")
+CLASS_HUES = ((0.97, 0.10), (0.78, 0.90))  # bird_hue "class": hue ranges (wrapping) per class
 SYNTH_SPECIES = ("001.Round_Landbird", "002.Pointed_Waterbird")  # class folders, like CUB's
 SYNTH_PLACES = ("/f/forest/broadleaf", "/o/ocean")
 
@@ -880,7 +889,7 @@ def _wave(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 
 def _render(rng: np.random.Generator, y: int, place: int, mark: int, size: int,
-            stripes: int | None = None) -> Image.Image:
+            stripes: int | None = None, bird_hue: str = "any") -> Image.Image:
     """One synthetic bird picture (see :class:`SyntheticImages`): ``y`` sets the body's shape and
     ``stripes`` (default ``y``) the plumage's orientation; they differ only in the pretraining
     corpus (:mod:`harness.datasets.robust_pretrain`), where every feature is drawn independently."""
@@ -918,7 +927,11 @@ def _render(rng: np.random.Generator, y: int, place: int, mark: int, size: int,
         py = np.asarray([span, half, half, -half, -half, -span, -span, -half, -half, half, half, span])
     rx = cx + px * np.cos(theta) - py * np.sin(theta)
     ry = cy + px * np.sin(theta) + py * np.cos(theta)
-    bird = _hsv(rng.uniform(0, 1), rng.uniform(0.5, 1.0), rng.uniform(0.75, 1.0))
+    bird_h = rng.uniform(0, 1)  # one draw either way: "any" pictures are those of earlier versions
+    if bird_hue == "class":
+        lo, hi = CLASS_HUES[y]
+        bird_h = lo + bird_h * ((hi - lo) % 1.0)
+    bird = _hsv(bird_h, rng.uniform(0.5, 1.0), rng.uniform(0.75, 1.0))
     # its plumage is the label too: stripes across the body, horizontal for class 0 and vertical
     # for class 1 (+-15 degrees), period s / 8: a local cue every patch over the bird carries
     phi = (0.0 if stripes == 0 else np.pi / 2) + rng.uniform(-np.pi / 12, np.pi / 12)
@@ -959,7 +972,7 @@ def write_synthetic_waterbirds(out_dir: PathLike, cfg: SyntheticImages | None = 
         for yi, pi, mi in zip(y.tolist(), place.tolist(), mark.tolist(), strict=True):
             img_id += 1
             name = f"{SYNTH_SPECIES[yi]}/{SYNTH_SPECIES[yi].split('.', 1)[1]}_{img_id:05d}.jpg"
-            _render(rng, yi, pi, mi, cfg.size).save(root / name, quality=90)
+            _render(rng, yi, pi, mi, cfg.size, bird_hue=cfg.bird_hue).save(root / name, quality=90)
             rows.append([img_id, name, yi, code, pi, f"{SYNTH_PLACES[pi]}/{img_id:08d}.jpg", mi])
     with open(root / "metadata.csv", "w", newline="") as fh:
         writer = csv.writer(fh)

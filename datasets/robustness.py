@@ -50,6 +50,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from harness.api import DataModule, RealData, StageData, choice
 from harness.cache import cached_dir, fingerprint, stable_hash
 from harness.datasets import robust_images as ri
+from harness.datasets import robust_judge as rj
 from harness.datasets import robust_pretrain as rp
 from harness.datasets import robust_text as rt
 from harness.datasets.robust_common import RobustTable, Split, group_ids, group_names
@@ -79,6 +80,8 @@ class RobustInfo:
     vocab_size: int | None = None
     max_len: int | None = None
     backbone: str | None = None  # a local pretrained directory (ViT / BERT), or None
+    #: the directory of the evaluation classifier of generated images (``robust_judge``), or None
+    judge: str | None = None
     #: the training split in order, without augmentation (JTT's error set, MiMu diagnostics)
     train_eval_loader: Callable[[], DataLoader] | None = field(default=None, repr=False)
 
@@ -336,7 +339,8 @@ class RobustImages(_RobustBase):
                  subpop_name: str | None = None, marks: bool = True, mark_seed: int = 0,
                  synthetic: dict[str, Any] | None = None, pretrained: bool = True,
                  pretrain: dict[str, Any] | None = None, resolution: int = 32, augment: bool = True,
-                 batch_size: int = 64, eval_batch_size: int = 256, backbone: str | None = None,
+                 judge: dict[str, Any] | None = None, batch_size: int = 64, eval_batch_size: int = 256,
+                 backbone: str | None = None,
                  cache_dir: str = ".cache/harness", num_workers: int = 0, seed: int = 0):
         super().__init__(data_dir, choice("layout", layout, IMAGE_LAYOUTS), batch_size, eval_batch_size,
                          cache_dir, backbone, num_workers, seed)
@@ -353,6 +357,9 @@ class RobustImages(_RobustBase):
         self.pretrain = (rp.PretrainConfig(**{"resolution": self.resolution, **(pretrain or {})})
                          if pretrained and data_dir is None and not backbone else None)
         self.augment = bool(augment)
+        # the classifier that labels generated images (InvDiff's evaluation), trained once on the
+        # real training images (robust_judge)
+        self.judge = rj.JudgeConfig(**judge) if judge is not None else None
         self.save_hyperparameters()
         self._decoded: dict[str, np.ndarray] = {}
         self.mean, self.std = self._normalisation()
@@ -389,6 +396,20 @@ class RobustImages(_RobustBase):
         super().prepare_data()
         if self.pretrain is not None:
             rp.pretrained_vit(self.pretrain, self.cache_dir)
+        self._judge_dir()
+
+    def _judge_dir(self) -> Path | None:
+        """The judge's directory (trained on first use), or None without ``judge``."""
+        if self.judge is None:
+            return None
+        t = self.table
+
+        def load(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            split = self._split(name)
+            return np.asarray(self._arrays(name)["x"]), split.y, split.attrs
+
+        return rj.cached_judge(self.judge, self.fingerprint(), self.cache_dir, load, list(t.class_names),
+                               list(t.attr_names), self.mean, self.std)
 
     def fingerprint(self) -> str:
         t = self.table
@@ -400,6 +421,8 @@ class RobustImages(_RobustBase):
         fields = self._info_fields()
         if self.pretrain is not None:
             fields["backbone"] = str(rp.pretrained_vit(self.pretrain, self.cache_dir))
+        judge = self._judge_dir()
+        fields["judge"] = str(judge) if judge is not None else None
         return RobustInfo(modality="image", resolution=self.resolution, image_mean=self.mean,
                           image_std=self.std, **fields)
 
