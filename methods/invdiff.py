@@ -230,6 +230,10 @@ class InvDiff(Method):
             1 if self.stage == "identify" else self.hparams.debias_epochs)
 
     def on_fit_start(self) -> None:
+        if self.trainer.world_size > 1:
+            raise UserError("invdiff trains each run on one device (the identification needs every "
+                            "training example's loss in one process, the test samples once): use "
+                            "JOBS=<n> to run n runs at once, one GPU each, instead of DEVICES/STRATEGY")
         need = self._stage_epochs()
         if self.trainer.max_epochs is not None and 0 <= self.trainer.max_epochs < need:
             raise UserError(f"stage {self.stage} trains {need} epochs but trainer.max_epochs is "

@@ -9,6 +9,7 @@ the metric after it (e.g. ``fd_resnet18`` rather than ``fid``).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -96,7 +97,9 @@ def frechet_distance(feat_a: Tensor, feat_b: Tensor, eps: float = 1e-6) -> float
 
     def sqrt_prod(offset: float) -> np.ndarray | None:
         eye = np.eye(s_a.shape[0]) * offset
-        root = linalg.sqrtm((s_a + eye) @ (s_b + eye))
+        with warnings.catch_warnings():  # a singular product is handled below, not warned about
+            warnings.simplefilter("ignore", linalg.LinAlgWarning)
+            root = linalg.sqrtm((s_a + eye) @ (s_b + eye))
         if not np.isfinite(root).all():
             return None
         if np.iscomplexobj(root):
