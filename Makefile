@@ -47,9 +47,10 @@ list: setup
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port $${PORT:-5000}
 
-# one pytest worker per core (at most 4; pytest-xdist), the slowest tests listed at the end
+# one pytest worker per core (at most 4; pytest-xdist), idle workers stealing queued tests from
+# busy ones (the slow subprocess tests cluster at the end of the alphabet), the slowest listed
 test: setup
-	cd $(ROOT) && $(BIN)/pytest -q -n auto --maxprocesses=4 --durations=15
+	cd $(ROOT) && $(BIN)/pytest -q -n auto --maxprocesses=4 --dist worksteal --durations=15
 
 lint: setup
 	cd $(ROOT) && $(BIN)/ruff check .
