@@ -121,10 +121,10 @@ def train_judge(cfg: JudgeConfig, load: Loader, class_names: list[str], attr_nam
     k = attr_names.index(attribute)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    x, y, attrs = load("train")
-    if len(x) > cfg.max_train:
-        keep = np.sort(rng.choice(len(x), cfg.max_train, replace=False))
-        x, y, attrs = x[keep], y[keep], attrs[keep]
+    x, y, attrs = load("train")  # x may be a memory-mapped array: only the rows used are read
+    keep = (np.sort(rng.choice(len(x), cfg.max_train, replace=False)) if len(x) > cfg.max_train
+            else np.arange(len(x)))
+    y, attrs = y[keep], attrs[keep]
     a = attrs[:, k].astype(np.int64)
     n_classes = len(class_names)
     group = y.astype(np.int64) * 2 + a
@@ -132,16 +132,17 @@ def train_judge(cfg: JudgeConfig, load: Loader, class_names: list[str], attr_nam
     weight = 1.0 / counts[group]  # every (class, attribute) group sums to the same weight
     prob = weight / weight.sum()
     model = JudgeCNN(n_classes, 2, cfg.channels, cfg.feature_dim, cfg.resolution)
-    # the images are resized once, up front (the judge always sees its own resolution)
-    xs = torch.cat([model.resize(_to_input(x[lo:lo + 512], mean, std)) for lo in range(0, len(x), 512)])
+    # the images are resized once, up front (the judge always sees its own resolution), 512 at a time
+    xs = torch.cat([model.resize(_to_input(x[keep[lo:lo + 512]], mean, std))
+                    for lo in range(0, len(keep), 512)])
     ys, as_ = torch.from_numpy(y.astype(np.int64)), torch.from_numpy(a)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    steps = max(1, len(x) // cfg.batch_size)
+    steps = max(1, len(keep) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
     model.train()
     for _ in range(cfg.epochs):
         for _ in range(steps):  # group-balanced draws, with replacement
-            idx = torch.from_numpy(rng.choice(len(x), cfg.batch_size, p=prob))
+            idx = torch.from_numpy(rng.choice(len(keep), cfg.batch_size, p=prob))
             xb = xs[idx]
             xb = torch.where(torch.rand(len(idx), 1, 1, 1) < 0.5, xb.flip(-1), xb)
             c, at, _ = model(xb)
@@ -160,7 +161,7 @@ def train_judge(cfg: JudgeConfig, load: Loader, class_names: list[str], attr_nam
         if m.any():
             per_group.append(float((pa[m] == av_t[m]).float().mean()))
     meta = {"config": asdict(cfg), "attribute": attribute, "attribute_index": k, "class_names": class_names,
-            "n_classes": n_classes, "mean": list(mean), "std": list(std), "train_size": int(len(x)),
+            "n_classes": n_classes, "mean": list(mean), "std": list(std), "train_size": int(len(keep)),
             "val_class_acc": float((pc == yv_t).float().mean()),
             "val_attr_acc": float((pa == av_t).float().mean()),
             "val_attr_worst_group_acc": min(per_group) if per_group else float("nan")}
