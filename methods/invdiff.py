@@ -1,4 +1,4 @@
-"""InvDiff (Hou et al., arXiv 2412.08480): debiasing a diffusion model without bias labels.
+"""InvDiff (arXiv 2412.17392, KDD 2025): debiasing a diffusion model without bias labels.
 
 One class, five rows (``mode``), built from the runner's stages (each its own checkpoint, so a
 killed run resumes in the stage it was in):
@@ -23,8 +23,8 @@ killed run resumes in the stage it was in):
    with d's output layer zero-initialised, so at step 0 the output is exactly the frozen model's
    (the public code copies the full UNet as delta and zeroes its output layer, which scales the
    prediction by 1 - r at step 0; ours starts where the biased model is). Trained with the
-   group-weighted loss plus the variance of the loss across groups (Eq. 8 of the paper; the
-   public code's ``train_text_to_image.py``):
+   group-weighted loss plus the variance of the loss across groups (the paper's debiasing
+   objective, as the public code's ``train_text_to_image.py`` computes it):
 
        L_g = sum_i W_ig l_i / sum_i W_ig,   L = mean_g L_g + lam * Var_g L_g
 
