@@ -70,7 +70,7 @@ MODES = ("biased", "finetune", "invdiff", "random", "oracle")
 STAGES = {"biased": ("biased",), "finetune": ("biased", "finetune"),
           "invdiff": ("biased", "identify", "debias"), "random": ("biased", "debias"),
           "oracle": ("biased", "debias")}
-SAMPLING = ("sample_steps", "samples_per_class", "knn", "grid")
+SAMPLING = ("sample_steps", "samples_per_class", "knn", "grid", "sample_batch")
 DEBIAS = ("debias_epochs", "debias_lr", "lam", "delta_ratio", *SAMPLING)
 IDENTIFY = ("identify_timesteps", "identify_steps", "identify_lr", "keep_weight")
 
@@ -166,7 +166,7 @@ class InvDiff(Method):
                  identify_timesteps: Sequence[int] = (100, 300, 500, 700, 900), identify_steps: int = 500,
                  identify_lr: float = 0.01, keep_weight: float = 3.0, sample_steps: int = 25,
                  samples_per_class: int = 100, knn: int = 3, grid: int = 8,
-                 prompts: Sequence[str] | None = None):
+                 prompts: Sequence[str] | None = None, sample_batch: int = 256):
         super().__init__()
         self.save_hyperparameters(ignore=["info"])
         choice("mode", mode, MODES)
@@ -175,9 +175,10 @@ class InvDiff(Method):
         if not info.judge:
             raise UserError("InvDiff's evaluation needs the data set's judge: give the dataset a "
                             "`judge: {...}` parameter (robust-images), see benchmarks/invdiff.yaml")
-        if min(biased_epochs, debias_epochs, identify_steps, sample_steps, samples_per_class) < 1:
-            raise UserError("biased_epochs, debias_epochs, identify_steps, sample_steps and "
-                            "samples_per_class must be >= 1")
+        counts = (biased_epochs, debias_epochs, identify_steps, sample_steps, samples_per_class, sample_batch)
+        if min(counts) < 1:
+            raise UserError("biased_epochs, debias_epochs, identify_steps, sample_steps, "
+                            "samples_per_class and sample_batch must be >= 1")
         if not 0 < delta_ratio <= 1 or lam < 0 or groups < 2 or knn < 1:
             raise UserError(f"need 0 < delta_ratio <= 1, lam >= 0, groups >= 2, knn >= 1; got "
                             f"{delta_ratio}, {lam}, {groups}, {knn}")
@@ -379,13 +380,15 @@ class InvDiff(Method):
         sched.set_timesteps(self.hparams.sample_steps)
         images, classes = [], []
         for c in range(self.info.n_classes):
-            z = torch.randn((n_per_class, *self.den.latent_shape), generator=generator).to(self.device)
-            y = torch.full((n_per_class,), c, device=self.device, dtype=torch.long)
-            for t in sched.timesteps:
-                tt = torch.full((n_per_class,), int(t), device=self.device, dtype=torch.long)
-                z = sched.step(self.eps(z, tt, y), t, z).prev_sample
-            images.append(self.den.decode(z).cpu())
-            classes.append(y.cpu())
+            noise = torch.randn((n_per_class, *self.den.latent_shape), generator=generator)
+            for lo in range(0, n_per_class, self.hparams.sample_batch):  # DDIM (eta 0): rows independent
+                z = noise[lo:lo + self.hparams.sample_batch].to(self.device)
+                y = torch.full((len(z),), c, device=self.device, dtype=torch.long)
+                for t in sched.timesteps:
+                    tt = torch.full((len(z),), int(t), device=self.device, dtype=torch.long)
+                    z = sched.step(self.eps(z, tt, y), t, z).prev_sample
+                images.append(self.den.decode(z).cpu())
+                classes.append(y.cpu())
         return torch.cat(images), torch.cat(classes)
 
     def _train_truth(self) -> tuple[Tensor, Tensor]:
@@ -403,9 +406,11 @@ class InvDiff(Method):
         images, classes = self.sample(hp.samples_per_class, gen)
         per_image = (time.perf_counter() - start) / len(images)
         with torch.no_grad():
-            cls_logits, attr_logits, feats = self.judge(images.to(self.device))
-        pred_attr, pred_cls = attr_logits.argmax(1).cpu(), cls_logits.argmax(1).cpu()
-        feats = feats.cpu()
+            judged = [self.judge(images[lo:lo + hp.sample_batch].to(self.device))
+                      for lo in range(0, len(images), hp.sample_batch)]
+        pred_cls = torch.cat([j[0].argmax(1).cpu() for j in judged])
+        pred_attr = torch.cat([j[1].argmax(1).cpu() for j in judged])
+        feats = torch.cat([j[2].cpu() for j in judged])
         real = torch.cat(self._test_feats)
         train_feats, truth = self._train_truth()
         prec, rec = precision_recall(real, feats, k=hp.knn)

@@ -151,6 +151,16 @@ def test_zero_initialised_delta_leaves_the_output_unchanged(tiny_info):
     assert 0 < model.trainable_share() < 1
 
 
+def test_sampling_in_chunks_draws_the_same_images(tiny_info):
+    torch.manual_seed(0)
+    model = InvDiff(tiny_info.info, mode="biased", **TINY).eval()
+    whole, cls = model.sample(7, torch.Generator().manual_seed(5))
+    model.hparams.sample_batch = 3
+    chunked, cls2 = model.sample(7, torch.Generator().manual_seed(5))
+    assert torch.equal(cls, cls2) and whole.shape == (14, 3, 16, 16)
+    assert torch.allclose(whole, chunked, atol=1e-5)
+
+
 def test_oracle_weights_are_class_times_attribute(tiny_info):
     model = InvDiff(tiny_info.info, mode="oracle", **TINY)
     batch = next(iter(tiny_info.train_dataloader()))
