@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from harness.cache import cached_dir, stable_hash
 from harness.errors import UserError
+from harness.metrics.robust import per_group
 
 JUDGE_VERSION = 1
 FEATURES_NAME = "cnn"  # the metric suffix: fd_cnn, precision_cnn, recall_cnn
@@ -104,7 +105,7 @@ def _batched(model: JudgeCNN, x: np.ndarray, mean: Any, std: Any, bs: int = 256)
     cls, attr = [], []
     with torch.no_grad():
         for lo in range(0, len(x), bs):
-            c, a, _ = model(model.resize(_to_input(x[lo:lo + bs], mean, std)))
+            c, a, _ = model(_to_input(x[lo:lo + bs], mean, std))
             cls.append(c.argmax(1))
             attr.append(a.argmax(1))
     return torch.cat(cls), torch.cat(attr)
@@ -155,16 +156,13 @@ def train_judge(cfg: JudgeConfig, load: Loader, class_names: list[str], attr_nam
     xv, yv, av = load("val")
     pc, pa = _batched(model, xv, mean, std)
     yv_t, av_t = torch.from_numpy(yv.astype(np.int64)), torch.from_numpy(av[:, k].astype(np.int64))
-    per_group = []
-    for g in range(2 * n_classes):
-        m = (yv_t * 2 + av_t) == g
-        if m.any():
-            per_group.append(float((pa[m] == av_t[m]).float().mean()))
+    acc, count = per_group(pa == av_t, yv_t * 2 + av_t, 2 * n_classes)
+    present = acc[count > 0]
     meta = {"config": asdict(cfg), "attribute": attribute, "attribute_index": k, "class_names": class_names,
             "n_classes": n_classes, "mean": list(mean), "std": list(std), "train_size": int(len(keep)),
             "val_class_acc": float((pc == yv_t).float().mean()),
             "val_attr_acc": float((pa == av_t).float().mean()),
-            "val_attr_worst_group_acc": min(per_group) if per_group else float("nan")}
+            "val_attr_worst_group_acc": float(present.min()) if present.numel() else float("nan")}
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / "judge.pt")
     (out / "judge.json").write_text(json.dumps(meta, indent=1))

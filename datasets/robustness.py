@@ -360,6 +360,7 @@ class RobustImages(_RobustBase):
         # the classifier that labels generated images (InvDiff's evaluation), trained once on the
         # real training images (robust_judge)
         self.judge = rj.JudgeConfig(**judge) if judge is not None else None
+        self._judge_path: Path | None = None
         self.save_hyperparameters()
         self._decoded: dict[str, np.ndarray] = {}
         self.mean, self.std = self._normalisation()
@@ -399,17 +400,21 @@ class RobustImages(_RobustBase):
         self._judge_dir()
 
     def _judge_dir(self) -> Path | None:
-        """The judge's directory (trained on first use), or None without ``judge``."""
+        """The judge's directory (trained on first use), or None without ``judge``; looked up
+        once per instance (the key fingerprints every image file)."""
         if self.judge is None:
             return None
+        if self._judge_path is not None:
+            return self._judge_path
         t = self.table
 
         def load(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             split = self._split(name)
             return np.asarray(self._arrays(name)["x"]), split.y, split.attrs
 
-        return rj.cached_judge(self.judge, self.fingerprint(), self.cache_dir, load, list(t.class_names),
-                               list(t.attr_names), self.mean, self.std)
+        self._judge_path = rj.cached_judge(self.judge, self.fingerprint(), self.cache_dir, load,
+                                           list(t.class_names), list(t.attr_names), self.mean, self.std)
+        return self._judge_path
 
     def fingerprint(self) -> str:
         t = self.table

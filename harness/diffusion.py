@@ -19,7 +19,6 @@ latent path end to end with it on a CPU.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -202,11 +201,6 @@ def _embed_prompts(root: Path, prompts: list[str]) -> Tensor:
     with torch.no_grad():
         out = enc(input_ids=ids["input_ids"]).last_hidden_state
     return out.float()
-
-
-def frozen_copy(module: nn.Module) -> nn.Module:
-    """A deep copy with gradients off, in eval mode."""
-    return copy.deepcopy(module).eval().requires_grad_(False)
 
 
 # --------------------------------------------------------------------------- tiny pipeline

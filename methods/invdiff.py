@@ -51,7 +51,7 @@ validation accuracies; a grid of samples per row goes to MLflow.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -116,20 +116,28 @@ def spread_objective(loss: Tensor, w: Tensor, keep_weight: float) -> Tensor:
     return -means.std() - keep_weight * (per * w).min()
 
 
+def optimise_groups(w: Tensor, loss: Tensor, keep_weight: float, steps: int, opt: Any,
+                    backward: Callable[[Tensor], None] = Tensor.backward) -> Tensor:
+    """``steps`` optimiser steps on W (in place) against :func:`spread_objective`, each followed
+    by the simplex projection; returns the last objective. The ``identify`` stage passes its
+    Trainer's optimiser and ``manual_backward``."""
+    for _ in range(steps):
+        objective = spread_objective(loss, w, keep_weight)
+        opt.zero_grad()
+        backward(objective)
+        opt.step()
+        with torch.no_grad():
+            w.copy_(project_simplex(w))
+    return objective.detach()
+
+
 def identify_groups(loss: Tensor, groups: int, steps: int, lr: float, keep_weight: float,
                     generator: torch.Generator) -> Tensor:
     """Soft assignments W (N x G) that maximise the spread of the per-group mean loss (module
     docstring, step 2), from :func:`random_groups`' start; Adam, then the simplex projection
-    after every step (what the ``identify`` stage does through its Trainer)."""
+    after every step (:func:`optimise_groups`, as the ``identify`` stage runs it)."""
     w = random_groups(loss.numel(), groups, generator).requires_grad_(True)
-    opt = torch.optim.Adam([w], lr=lr)
-    for _ in range(steps):
-        objective = spread_objective(loss, w, keep_weight)
-        opt.zero_grad()
-        objective.backward()
-        opt.step()
-        with torch.no_grad():
-            w.copy_(project_simplex(w))
+    optimise_groups(w, loss, keep_weight, steps, torch.optim.Adam([w], lr=lr))
     return w.detach()
 
 
@@ -240,6 +248,8 @@ class InvDiff(Method):
             raise UserError(f"stage {self.stage} trains {need} epochs but trainer.max_epochs is "
                             f"{self.trainer.max_epochs}; raise it (it is only a ceiling here)")
         if self.stage in ("identify", "debias"):
+            # Lightning does not call train() at fit start: the frozen UNet is put in eval mode
+            # here (its zero dropout still draws random numbers in training mode)
             self.den.unet.eval()
 
     def train(self, mode: bool = True) -> InvDiff:
@@ -343,15 +353,9 @@ class InvDiff(Method):
         gen = torch.Generator().manual_seed(torch.initial_seed())
         with torch.no_grad():
             self.assign.copy_(random_groups(loss.numel(), hp.groups, gen).to(self.assign.device))
-        opt = self.optimizers()
-        for _ in range(hp.identify_steps):
-            objective = spread_objective(loss, self.assign, hp.keep_weight)
-            opt.zero_grad()
-            self.manual_backward(objective)
-            opt.step()
-            with torch.no_grad():
-                self.assign.copy_(project_simplex(self.assign))
-        self.log("train/group_spread", -objective.detach(), batch_size=1)
+        objective = optimise_groups(self.assign, loss, hp.keep_weight, hp.identify_steps, self.optimizers(),
+                                    self.manual_backward)
+        self.log("train/group_spread", -objective, batch_size=1)
 
     # -- validation: the plain denoising loss at fixed timesteps and noises ----------------------
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -424,7 +428,7 @@ class InvDiff(Method):
                "judge_attr_worst_group_acc": self.judge_meta["val_attr_worst_group_acc"],
                "judge_class_acc": self.judge_meta["val_class_acc"]}
         # per class, the generated share of the attribute value that is rare in its training images
-        rare = torch.bincount(truth, minlength=2 * self.info.n_classes).view(-1, 2).argmin(1)
+        rare = self._rare_values(truth)
         out["minority_share"] = float(torch.stack([(pred_attr[classes == c] == rare[c]).float().mean()
                                                    for c in range(self.info.n_classes)]).mean())
         if hp.mode in ("invdiff", "random", "oracle"):
@@ -440,11 +444,13 @@ class InvDiff(Method):
             self.log(f"test/{k}", float(v), sync_dist=False)
         self._log_grid(images, classes, pred_attr)
 
+    def _rare_values(self, truth: Tensor) -> Tensor:
+        """Per class, the attribute value rarer in its training images (``truth``: class x attribute)."""
+        return torch.bincount(truth, minlength=2 * self.info.n_classes).view(-1, 2).argmin(1)
+
     def _minority(self, truth: Tensor) -> Tensor:
         """Training examples whose class x attribute group is the rarer of their class's two."""
-        counts = torch.bincount(truth, minlength=2 * self.info.n_classes).view(-1, 2)
-        rare = counts.argmin(1)  # per class, the rarer attribute value
-        return (truth % 2) == rare[truth // 2]
+        return (truth % 2) == self._rare_values(truth)[truth // 2]
 
     def trainable_share(self) -> float:
         """Parameters the last stage trained, as a share of the sampling model's parameters."""
