@@ -207,10 +207,21 @@ def _ranges(path: Path, size: int) -> tuple[int, list[tuple[int, int]]]:
 
 def _gz_blocks(path: Path, size: int):
     """A gzip file's decompressed content after the header line, in blocks of about ``size`` bytes
-    that end at a line end."""
-    import pyarrow as pa
+    that end at a line end. Decompressed by ISA-L (``isal``, about twice zlib's speed) when it is
+    installed, else by pyarrow's zlib."""
+    try:
+        from isal import igzip
 
-    stream = pa.input_stream(str(path), compression="gzip")
+        stream = igzip.open(path, "rb")
+    except ImportError:
+        import pyarrow as pa
+
+        stream = pa.input_stream(str(path), compression="gzip")
+    with stream:
+        yield from _line_blocks(stream, size)
+
+
+def _line_blocks(stream, size: int):
     rest = b""
     first = True
     while True:

@@ -298,6 +298,9 @@ class SyntheticMimic:
     rare_share: float = 0.35
     #: share of survivors with a transient, recovering blood-pressure dip (a confounder)
     survivor_dips: float = 0.15
+    #: how strongly the two deterioration patterns (and the survivors' dips) show, 1 = the
+    #: effect sizes written in :func:`synthetic_trajectories`
+    signal: float = 1.0
     #: hours charted past the window (outside-window rows the reader must drop)
     extra_hours: int = 12
     window: int = 24
@@ -348,7 +351,7 @@ def synthetic_trajectories(cfg: SyntheticMimic, rng: np.random.Generator, n_hour
     # pattern 1: a shock trend over the window, starting at a random hour in its first half
     start = rng.uniform(0, w / 2, n)[:, None]
     ramp = np.clip((hours - start) / (w - start), 0, None)  # 0 -> ~1 at the window's end
-    sev = rng.uniform(0.6, 1.2, n)[:, None]
+    sev = rng.uniform(0.6, 1.2, n)[:, None] * cfg.signal
     s1 = (pattern == 1)[:, None] * ramp * sev
     x[..., 1] -= 28 * s1
     x[..., 2] -= 14 * s1
