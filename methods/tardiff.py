@@ -207,17 +207,23 @@ def auprc_auroc(logits: Tensor, y: Tensor) -> tuple[float, float]:
 
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch: int = 2048) -> Tensor:
+    """The model's logits for ``x``, in chunks on the model's device, returned on the CPU."""
     model.eval()
-    return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else torch.zeros(0)
+    if not len(x):
+        return torch.zeros(0)
+    dev = next(model.parameters()).device
+    return torch.cat([model(x[i:i + batch].to(dev)).cpu() for i in range(0, len(x), batch)])
 
 
 def fit_downstream(x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor, seed: int, hidden: int, layers: int,
-                   dropout: float, epochs: int, lr: float, batch_size: int) -> tuple[GRUClassifier, float]:
-    """Train a :class:`GRUClassifier` (BCE, Adam) with its own seed; keep the epoch with the best
-    validation AUPRC. Returns the model and that AUPRC."""
+                   dropout: float, epochs: int, lr: float, batch_size: int,
+                   device: torch.device | str = "cpu") -> tuple[GRUClassifier, float]:
+    """Train a :class:`GRUClassifier` (BCE, Adam) with its own seed on ``device``; keep the epoch
+    with the best validation AUPRC. Returns the model and that AUPRC."""
+    x, y = x.to(device), y.to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = GRUClassifier(x.shape[-1], hidden, layers, dropout)
+        model = GRUClassifier(x.shape[-1], hidden, layers, dropout).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         best, state = -1.0, None
         for _ in range(epochs):
@@ -236,7 +242,8 @@ def fit_downstream(x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor, seed: int
 
 
 def discriminative_score(real: Tensor, fake: Tensor, seed: int, hidden: int = 16, steps: int = 2000,
-                         lr: float = 1e-3, batch_size: int = 128) -> float:
+                         lr: float = 1e-3, batch_size: int = 128,
+                         device: torch.device | str = "cpu") -> float:
     """``|accuracy - 0.5|`` of a one-layer GRU telling real from synthetic series (TimeGAN's score and
     its 2,000 Adam steps of batch 128): equal numbers of each, 80% to train, the accuracy on the
     other 20%."""
@@ -245,13 +252,13 @@ def discriminative_score(real: Tensor, fake: Tensor, seed: int, hidden: int = 16
         torch.manual_seed(seed)
         xr = real[torch.randperm(len(real))[:n]]
         xf = fake[torch.randperm(len(fake))[:n]]
-        x = torch.cat([xr, xf])
-        y = torch.cat([torch.ones(n), torch.zeros(n)])
+        x = torch.cat([xr, xf]).to(device)
+        y = torch.cat([torch.ones(n), torch.zeros(n)]).to(device)
         perm = torch.randperm(2 * n)
         cut = int(0.8 * 2 * n)
-        tr, te = perm[:cut], perm[cut:]
-        rnn = nn.GRU(x.shape[-1], hidden, batch_first=True)
-        head = nn.Linear(hidden, 1)
+        tr, te = perm[:cut].to(device), perm[cut:].to(device)
+        rnn = nn.GRU(x.shape[-1], hidden, batch_first=True).to(device)
+        head = nn.Linear(hidden, 1).to(device)
         params = list(rnn.parameters()) + list(head.parameters())
         opt = torch.optim.Adam(params, lr=lr)
 
@@ -259,7 +266,7 @@ def discriminative_score(real: Tensor, fake: Tensor, seed: int, hidden: int = 16
             return head(rnn(b)[1][-1]).squeeze(-1)
 
         for _ in range(steps):
-            idx = tr[torch.randint(0, len(tr), (min(batch_size, len(tr)),))]
+            idx = tr[torch.randint(0, len(tr), (min(batch_size, len(tr)),)).to(device)]
             loss = F.binary_cross_entropy_with_logits(logit(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
@@ -298,6 +305,30 @@ class SyntheticUtility(Method):
         self.info = info
         self._test: list[tuple[Tensor, Tensor]] = []
 
+    def _one_process(self) -> None:
+        if self.trainer.world_size > 1:
+            raise UserError(f"{type(self).__name__} runs on one device (the cached gradient and the test's "
+                            "evaluation use every example in one process): use JOBS=<n> to run n runs at "
+                            "once instead of DEVICES / STRATEGY")
+
+    def _stage_epochs(self) -> int:
+        """How many epochs the current stage trains (its own parameter)."""
+        return 1
+
+    def on_fit_start(self) -> None:
+        self._one_process()
+        need = self._stage_epochs()
+        if self.trainer.max_epochs is not None and 0 <= self.trainer.max_epochs < need:
+            raise UserError(f"this stage trains {need} epochs but trainer.max_epochs is "
+                            f"{self.trainer.max_epochs}; raise it (it is only a ceiling here)")
+
+    def on_test_start(self) -> None:
+        self._one_process()
+
+    def on_train_epoch_end(self) -> None:
+        if self.current_epoch + 1 >= self._stage_epochs():
+            self.trainer.should_stop = True
+
     # -- what a row generates ----------------------------------------------------------------
     def generate(self, counts: dict[int, int]) -> tuple[Tensor, Tensor] | None:
         """``(x, y)``: ``counts[label]`` standardised series ``(n, T, C)`` per label; None: none."""
@@ -316,7 +347,7 @@ class SyntheticUtility(Method):
         return fit_downstream(x, y, xv, yv, seed=torch.initial_seed() % (2**31) * 101 + k,
                               hidden=h.downstream_hidden, layers=h.downstream_layers,
                               dropout=h.downstream_dropout, epochs=h.downstream_epochs, lr=h.downstream_lr,
-                              batch_size=h.downstream_batch_size)
+                              batch_size=h.downstream_batch_size, device=self.device)
 
     def on_test_epoch_end(self) -> None:
         # Lightning tests under inference mode; generating (guidance) and the downstream models
@@ -358,7 +389,7 @@ class SyntheticUtility(Method):
         out["tsrtr_alpha"], out["tsrtr_val_auprc"] = best[1], best[0]
         out["discriminative_score"] = discriminative_score(
             xr, xs, seed=torch.initial_seed() % (2**31) * 13 + 5, hidden=self.hparams.disc_hidden,
-            steps=self.hparams.disc_steps)
+            steps=self.hparams.disc_steps, device=self.device)
         self._log(out)
         self._figure(xr, yr, xs, ys)
 
@@ -481,16 +512,8 @@ class TarDiff(SyntheticUtility):
         self.unet.requires_grad_(stage == "diffusion")
         self.classifier.requires_grad_(stage == "classifier")
 
-    def on_train_epoch_end(self) -> None:
-        if self.stage == "diffusion" and self.current_epoch + 1 >= self.hparams.diffusion_epochs:
-            self.trainer.should_stop = True
-        if self.stage == "classifier" and self.current_epoch + 1 >= self.hparams.classifier_epochs:
-            self.trainer.should_stop = True
-
-    def on_fit_start(self) -> None:
-        if self.trainer.world_size > 1:
-            raise UserError("tardiff trains each run on one device (the cached gradient sums over the whole "
-                            "training split in one process): use JOBS=<n> to run n runs at once instead")
+    def _stage_epochs(self) -> int:
+        return self.hparams.diffusion_epochs if self.stage == "diffusion" else self.hparams.classifier_epochs
 
     def configure_optimizers(self) -> Any:
         h = self.hparams
@@ -698,9 +721,8 @@ class TimeVAE(SyntheticUtility):
             raise UserError("hidden, latent_dim, trend_degree and epochs must be >= 1")
         self.net = _TimeVAENet(info.n_channels, info.window, tuple(hidden), latent_dim, trend_degree)
 
-    def on_train_epoch_end(self) -> None:
-        if self.current_epoch + 1 >= self.hparams.epochs:
-            self.trainer.should_stop = True
+    def _stage_epochs(self) -> int:
+        return self.hparams.epochs
 
     def configure_optimizers(self) -> Any:
         return torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr)

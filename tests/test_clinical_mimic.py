@@ -725,3 +725,28 @@ def test_clinical_series_real_layout(tmp_path):
     empty.mkdir()
     with pytest.raises(DataFormatError, match=r"ICUSTAYS\.csv or ICUSTAYS\.csv\.gz"):
         ClinicalSeries(data_dir=str(empty), cache_dir=str(tmp_path / "cache")).prepare_data()
+
+
+def test_grid_from_charting_rows(tmp_path):
+    """Hand-written CHARTEVENTS rows to the hourly grid: irregular times (two readings in one
+    hour averaged), Fahrenheit converted, out-of-range values and ERROR = 1 rows absent from the
+    mask, carry-forward over missing hours, the fill before a channel's first reading."""
+    c = read_mimic3(mimic3_root(tmp_path))
+    fill = np.arange(1, 8, dtype=np.float32) * 1000
+    values, mask = build_grid(c.events, len(c.stay_ids), 24, fill=fill)
+    hr, temp = values[..., HR], values[..., TEMP]
+    # stay 200001: HR 80 at 0:15 and 90 at 0:45 -> 85; 350 at 1:00 dropped -> carried; 84 at 23:59
+    assert hr[0, 0] == 85 and mask[0, 0, HR] == 1
+    assert hr[0, 1] == 85 and mask[0, 1, HR] == 0
+    assert hr[0, 22] == 85 and hr[0, 23] == 84 and mask[0, 23, HR] == 1
+    # 98.6 F at 0:15 -> 37 C; 130 F (1:00) and 70 F (2:00) dropped; 120 F at 4:00 -> 48.9 C
+    np.testing.assert_allclose(temp[0, :4], [37.0] * 4, atol=1e-4)
+    np.testing.assert_allclose(temp[0, 4:], [(120 - 32) / 1.8] * 20, atol=1e-4)
+    assert mask[0, :, TEMP].tolist() == [1, 0, 0, 0, 1] + [0] * 19
+    # stay 200002: the ERROR = 1 reading at 2:00 leaves hour 2 unobserved; 5 C at 1:30 dropped
+    assert hr[1, 2] == 110 and mask[1, 2, HR] == 0
+    assert temp[1, 1] == pytest.approx(38.2) and mask[1, 1, TEMP] == 0
+    assert temp[1, 4] == pytest.approx((100.4 - 32) / 1.8, abs=1e-4)
+    # stay 200005: one HR reading at 1:30; before it, and every other channel, the fill
+    assert hr[2, 0] == fill[HR] and hr[2, 1] == 70 and hr[2, 23] == 70
+    assert (values[2, :, SBP] == fill[SBP]).all() and mask[2, :, SBP].sum() == 0
