@@ -5,6 +5,7 @@ score), TimeVAE, and the benchmark's quick profile end to end."""
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from harness.datasets.clinical import ClinicalInfo
 from harness.errors import UserError
 from harness.methods import tardiff as td
 
+REPO = Path(__file__).resolve().parents[1]
 T, C = 6, 7
 
 
@@ -277,3 +279,38 @@ def test_quick_tardiff_bench(workdir, capsys):
     assert len(shared) == 1 and None not in shared  # one diffusion model for the three samplers
     arts = {a.path for a in mlf.list_artifacts(by["tardiff"].info.run_id)}
     assert "series.png" in arts
+
+
+def test_paper_profile_reads_each_layout_from_data(tmp_path):
+    """The paper profile: DATASET= picks one of the five layouts, DATA= becomes its data_dir and
+    the synthetic generator's arguments go; the MIMIC-III one reads real-format tables from DATA
+    (here the synthetic writer's, as a stand-in) without writing any."""
+    from harness.datasets.clinical import ClinicalSeries
+    from harness.datasets.clinical_mimic import SyntheticMimic, write_synthetic_mimic3
+    from harness.spec import load
+
+    write_synthetic_mimic3(tmp_path / "mimic", SyntheticMimic(n_stays=120))
+    for label, layout, window in (("mimic3", "mimic3", 24), ("mimic4", "mimic4", 24), ("eicu", "eicu", 24),
+                                  ("mimic3-benchmarks", "mimic3-benchmarks", 48),
+                                  ("physionet2012", "physionet2012", 48)):
+        bench = load("tardiff", profile="paper", data_dir=str(tmp_path / "mimic"), dataset=label)
+        params = {r.dataset_params["layout"] for r in bench.runs}
+        assert params == {layout} and len(bench.runs) == 5 * 3
+        run = bench.runs[0]
+        assert run.dataset_params["data_dir"] == str(tmp_path / "mimic")
+        assert "synthetic" not in run.dataset_params
+        assert run.dataset_params["window"] == window
+    tardiff_row = next(r for r in bench.runs if r.method == "tardiff")
+    assert tardiff_row.params["model_channels"] == 64 and tardiff_row.params["norm_groups"] == 32
+    assert tardiff_row.params["classifier_layers"] == 2 and tardiff_row.params["downstream_layers"] == 2
+    # the grid that picked the scales ran the default rows' exact settings
+    grid = {r.label: r.params for r in load(str(REPO / "scripts" / "tardiff_grid.yaml")).runs}
+    default = {r.label: r.params for r in load("tardiff").runs}
+    pairs = (("influence-1", "tardiff"), ("classifier-3", "classifier-guided"), ("unguided", "diffusion"))
+    for label, row in pairs:
+        assert grid[label] == default[row], label
+    bench = load("tardiff", profile="paper", data_dir=str(tmp_path / "mimic"), dataset="mimic3")
+    dm = ClinicalSeries(**{**bench.runs[0].dataset_params, "cache_dir": str(tmp_path / "cache")})
+    dm.prepare_data()
+    assert dm.info.n_train + dm.info.n_val + dm.info.n_test == dm.grid["stay_ids"].numel()
+    assert not (tmp_path / "cache" / "synthetic").exists()
