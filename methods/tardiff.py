@@ -216,26 +216,33 @@ def predict(model: nn.Module, x: Tensor, batch: int = 2048) -> Tensor:
 
 
 def fit_downstream(x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor, seed: int, hidden: int, layers: int,
-                   dropout: float, epochs: int, lr: float, batch_size: int,
+                   dropout: float, steps: int, lr: float, batch_size: int, eval_every: int = 10,
                    device: torch.device | str = "cpu") -> tuple[GRUClassifier, float]:
-    """Train a :class:`GRUClassifier` (BCE, Adam) with its own seed on ``device``; keep the epoch
-    with the best validation AUPRC. Returns the model and that AUPRC."""
+    """Train a :class:`GRUClassifier` (BCE, Adam) with its own seed on ``device`` for ``steps``
+    updates, whatever the training set's size (shuffled passes over it, the last one cut short),
+    so that real data alone and real plus synthetic data get the same budget; the validation
+    AUPRC is taken every ``eval_every`` steps and the best state kept. Returns the model and that
+    AUPRC."""
     x, y = x.to(device), y.to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GRUClassifier(x.shape[-1], hidden, layers, dropout).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
-        best, state = -1.0, None
-        for _ in range(epochs):
-            model.train()
+        best, state, step = -1.0, None, 0
+        while step < steps:
             for idx in torch.randperm(len(x)).split(batch_size):
+                model.train()
                 loss = F.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            ap, _ = auprc_auroc(predict(model, x_val), y_val)
-            if ap > best:
-                best, state = ap, {k: v.clone() for k, v in model.state_dict().items()}
+                step += 1
+                if step % eval_every == 0 or step == steps:
+                    ap, _ = auprc_auroc(predict(model, x_val), y_val)
+                    if ap > best:
+                        best, state = ap, {k: v.clone() for k, v in model.state_dict().items()}
+                if step >= steps:
+                    break
         if state is not None:
             model.load_state_dict(state)
     return model.eval(), best
@@ -287,19 +294,20 @@ class SyntheticUtility(Method):
                "discriminative_score": "min", "tsrtr_alpha": "max", "tsrtr_val_auprc": "max",
                "tstr_val_auprc": "max", "synthetic_positive_share": "max",
                "sample_seconds": "min", "loss": "min", "auprc": "max", "auroc": "max"}
-    EVAL = ("downstream_hidden", "downstream_layers", "downstream_dropout", "downstream_epochs",
-            "downstream_lr", "downstream_batch_size",
+    EVAL = ("downstream_hidden", "downstream_layers", "downstream_dropout", "downstream_steps",
+            "downstream_lr", "downstream_batch_size", "downstream_eval_every",
             "alphas", "disc_hidden", "disc_steps", "figure_series")
 
     def _init_eval(self, info: ClinicalInfo) -> None:
         if not isinstance(info, ClinicalInfo):
             raise UserError("this method needs clinical time series (dataset clinical-series)")
         h = self.hparams
-        sizes = (h.downstream_hidden, h.downstream_layers, h.downstream_epochs, h.downstream_batch_size,
+        sizes = (h.downstream_hidden, h.downstream_layers, h.downstream_steps, h.downstream_batch_size,
+                 h.downstream_eval_every,
                  h.disc_hidden, h.disc_steps)
         if min(sizes) < 1:
-            raise UserError("downstream_hidden, downstream_layers, downstream_epochs, downstream_batch_size, "
-                            "disc_hidden and disc_steps must be >= 1")
+            raise UserError("downstream_hidden, downstream_layers, downstream_steps, downstream_batch_size, "
+                            "downstream_eval_every, disc_hidden and disc_steps must be >= 1")
         if not h.alphas or any(not 0 < a <= 1 for a in h.alphas):
             raise UserError(f"alphas must be shares in (0, 1], got {list(h.alphas)}")
         self.info = info
@@ -346,8 +354,9 @@ class SyntheticUtility(Method):
         xv, yv = self.info.arrays("val")
         return fit_downstream(x, y, xv, yv, seed=torch.initial_seed() % (2**31) * 101 + k,
                               hidden=h.downstream_hidden, layers=h.downstream_layers,
-                              dropout=h.downstream_dropout, epochs=h.downstream_epochs, lr=h.downstream_lr,
-                              batch_size=h.downstream_batch_size, device=self.device)
+                              dropout=h.downstream_dropout, steps=h.downstream_steps, lr=h.downstream_lr,
+                              batch_size=h.downstream_batch_size, eval_every=h.downstream_eval_every,
+                              device=self.device)
 
     def on_test_epoch_end(self) -> None:
         # Lightning tests under inference mode; generating (guidance) and the downstream models
@@ -430,8 +439,9 @@ class RealOnly(SyntheticUtility):
     stages = ()
 
     def __init__(self, info: ClinicalInfo, downstream_hidden: int = 256, downstream_layers: int = 2,
-                 downstream_dropout: float = 0.2, downstream_epochs: int = 40, downstream_lr: float = 1e-3,
-                 downstream_batch_size: int = 256, alphas: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0),
+                 downstream_dropout: float = 0.2, downstream_steps: int = 3000, downstream_lr: float = 1e-3,
+                 downstream_batch_size: int = 256, downstream_eval_every: int = 10,
+                 alphas: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0),
                  disc_hidden: int = 16, disc_steps: int = 2000, figure_series: int = 6):
         super().__init__()
         self.save_hyperparameters(ignore=["info"])
@@ -473,8 +483,9 @@ class TarDiff(SyntheticUtility):
                  classifier_hidden: int = 256, classifier_layers: int = 2, classifier_dropout: float = 0.2,
                  classifier_epochs: int = 40, classifier_lr: float = 1e-3,
                  downstream_hidden: int = 256, downstream_layers: int = 2,
-                 downstream_dropout: float = 0.2, downstream_epochs: int = 40, downstream_lr: float = 1e-3,
-                 downstream_batch_size: int = 256, alphas: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0),
+                 downstream_dropout: float = 0.2, downstream_steps: int = 3000, downstream_lr: float = 1e-3,
+                 downstream_batch_size: int = 256, downstream_eval_every: int = 10,
+                 alphas: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0),
                  disc_hidden: int = 16, disc_steps: int = 2000, figure_series: int = 6):
         super().__init__()
         self.save_hyperparameters(ignore=["info"])
@@ -714,8 +725,9 @@ class TimeVAE(SyntheticUtility):
                  trend_degree: int = 2, reconstruction_weight: float = 3.0, epochs: int = 100,
                  lr: float = 1e-3,
                  downstream_hidden: int = 256, downstream_layers: int = 2,
-                 downstream_dropout: float = 0.2, downstream_epochs: int = 40, downstream_lr: float = 1e-3,
-                 downstream_batch_size: int = 256, alphas: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0),
+                 downstream_dropout: float = 0.2, downstream_steps: int = 3000, downstream_lr: float = 1e-3,
+                 downstream_batch_size: int = 256, downstream_eval_every: int = 10,
+                 alphas: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0),
                  disc_hidden: int = 16, disc_steps: int = 2000, figure_series: int = 6):
         super().__init__()
         self.save_hyperparameters(ignore=["info"])

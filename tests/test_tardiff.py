@@ -231,12 +231,12 @@ def test_downstream_model_keeps_its_best_validation_epoch():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(64, T, C, generator=g)
     y = (x[:, -1, 0] > 0).float()
-    model, best = td.fit_downstream(x, y, x, y, seed=0, hidden=8, layers=1, dropout=0.0, epochs=5, lr=1e-2,
-                                    batch_size=16)
+    model, best = td.fit_downstream(x, y, x, y, seed=0, hidden=8, layers=1, dropout=0.0, steps=20, lr=1e-2,
+                                    batch_size=16, eval_every=3)
     ap, _ = td.auprc_auroc(td.predict(model, x), y)
     assert ap == pytest.approx(best)
-    again, best2 = td.fit_downstream(x, y, x, y, seed=0, hidden=8, layers=1, dropout=0.0, epochs=5, lr=1e-2,
-                                     batch_size=16)
+    again, best2 = td.fit_downstream(x, y, x, y, seed=0, hidden=8, layers=1, dropout=0.0, steps=20, lr=1e-2,
+                                     batch_size=16, eval_every=3)
     assert best2 == best  # its own seed: the same model twice
 
 
@@ -306,7 +306,7 @@ def test_paper_profile_reads_each_layout_from_data(tmp_path):
     # the grid that picked the scales ran the default rows' exact settings
     grid = {r.label: r.params for r in load(str(REPO / "scripts" / "tardiff_grid.yaml")).runs}
     default = {r.label: r.params for r in load("tardiff").runs}
-    pairs = (("influence-1", "tardiff"), ("classifier-3", "classifier-guided"), ("unguided", "diffusion"))
+    pairs = (("influence-0.1", "tardiff"), ("classifier-0.1", "classifier-guided"), ("unguided", "diffusion"))
     for label, row in pairs:
         assert grid[label] == default[row], label
     bench = load("tardiff", profile="paper", data_dir=str(tmp_path / "mimic"), dataset="mimic3")
