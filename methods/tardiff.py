@@ -12,8 +12,10 @@ synthetic training set (as many samples per label as the real training split has
 * **discriminative score**: a small GRU trained to tell real training series from synthetic ones,
   ``|accuracy - 0.5|`` on a held-out fifth (0 is indistinguishable);
 
-each downstream model with its own seed (the run's seed and the model's index), the best epoch
-chosen on the real validation AUPRC. The ``real`` row (:class:`RealOnly`) generates nothing and
+each downstream model with its own seed (the run's seed and the model's index) and the same
+budget of updates (``downstream_steps``) whatever its training set's size, the best state
+chosen on the real validation AUPRC (docs/tardiff.md: under an epoch budget, larger training
+sets won by getting more updates). The ``real`` row (:class:`RealOnly`) generates nothing and
 reports the downstream model on real data only under the ``tsrtr_`` keys (alpha 0).
 
 **TarDiff** (:class:`TarDiff`), the public code's three steps (``microsoft/TimeCraft``, ``TarDiff/``):
@@ -303,8 +305,7 @@ class SyntheticUtility(Method):
             raise UserError("this method needs clinical time series (dataset clinical-series)")
         h = self.hparams
         sizes = (h.downstream_hidden, h.downstream_layers, h.downstream_steps, h.downstream_batch_size,
-                 h.downstream_eval_every,
-                 h.disc_hidden, h.disc_steps)
+                 h.downstream_eval_every, h.disc_hidden, h.disc_steps)
         if min(sizes) < 1:
             raise UserError("downstream_hidden, downstream_layers, downstream_steps, downstream_batch_size, "
                             "downstream_eval_every, disc_hidden and disc_steps must be >= 1")
