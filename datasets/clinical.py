@@ -208,14 +208,19 @@ class ClinicalSeries(DataModule):
         return cached_dir(self.cache_dir / "synthetic" / f"mimic3-{key}",
                           lambda tmp: write_synthetic_mimic3(tmp, cfg))
 
-    def fingerprint(self) -> str:
+    def _files_fp(self) -> str | None:
+        """The raw files' fingerprint, computed once; None when the layout's files are absent."""
         if self._fp is None:
             root = self._root()
             files = raw_files(self.layout, root)
-            if not files:
-                self.grid  # noqa: B018  (the reader names what is missing)
-            self._fp = files_fingerprint(files, root)
-        return self._fp
+            self._fp = files_fingerprint(files, root) if files else ""
+        return self._fp or None
+
+    def fingerprint(self) -> str:
+        fp = self._files_fp()
+        if fp is None:
+            self.grid  # noqa: B018  (the reader names what is missing)
+        return str(fp)
 
     @property
     def grid(self) -> dict[str, Any]:
@@ -223,10 +228,9 @@ class ClinicalSeries(DataModule):
         ``mask``, ``mortality``, ``los_days``, ``stay_ids``, ``counts``."""
         if self._grid is None:
             root = self._root()
-            files = raw_files(self.layout, root)
             args = {"layout": self.layout, "window": self.window, "min_stay_hours": self.min_stay_hours,
                     "version": GRID_VERSION}
-            fp = files_fingerprint(files, root) if files else None
+            fp = self._files_fp()
 
             def build() -> dict[str, Any]:
                 cohort = read_cohort(self.layout, root, self.window, self.min_stay_hours, self.block_mb)

@@ -219,20 +219,8 @@ def read_mimic3(root: str | Path, window: int = 24, min_stay_hours: float | None
     dob = _lookup(pat["subject_id"], pat["dob"], icu["subject_id"], np.iinfo(np.int64).min)
     # years between DOB and ICU admission (MIMIC-III shifts the DOB of patients over 89 to ~300 years)
     age = np.where(dob == np.iinfo(np.int64).min, np.nan, (icu["intime"] - dob) / (365.2425 * 86400.0))
-    counts: dict[str, int] = {"stays_read": len(icu["icustay_id"])}
-    window = int(window)
-    keep = _cohort(src, icu["icustay_id"], died, icu["los"], age, icu["intime"],
-                   float(window if min_stay_hours is None else min_stay_hours), counts)
-    order = np.argsort(icu["icustay_id"][keep], kind="stable")
-    stay_ids = icu["icustay_id"][keep][order]
-    if len(np.unique(stay_ids)) != len(stay_ids):
-        raise DataFormatError(f"{src}: {t['icu'].name} lists an ICUSTAY_ID twice; {MIMIC3_WHERE}")
-    events = read_chart_events(t["chart"], "icustay_id", stay_ids, icu["intime"][keep][order], window,
-                               MIMIC3_ITEMS, src, MIMIC3_WHERE, error_col="error", counts=counts,
-                               block_mb=block_mb)
-    return Cohort(source="mimic3", stay_ids=stay_ids, mortality=died[keep][order].astype(np.int8),
-                  los_days=icu["los"][keep][order].astype(np.float32), events=events,
-                  files=list(t.values()), counts=counts)
+    return _assemble("mimic3", src, MIMIC3_WHERE, t, icu, "icustay_id", "ICUSTAY_ID", died, age, window,
+                     min_stay_hours, MIMIC3_ITEMS, "error", block_mb)
 
 
 def read_mimic4(root: str | Path, window: int = 24, min_stay_hours: float | None = None,
@@ -259,17 +247,27 @@ def read_mimic4(root: str | Path, window: int = 24, min_stay_hours: float | None
     intime = icu["intime"].astype("datetime64[s]")  # the int64 minimum (no intime) is NaT
     years = np.where(np.isnat(intime), np.nan, intime.astype("datetime64[Y]").astype(np.int64) + 1970.0)
     age = np.where(anchor_year < 0, np.nan, anchor_age + (years - anchor_year))
-    counts: dict[str, int] = {"stays_read": len(icu["stay_id"])}
+    return _assemble("mimic4", src, MIMIC4_WHERE, t, icu, "stay_id", "stay_id", died, age, window,
+                     min_stay_hours, MIMIC4_ITEMS, None, block_mb)
+
+
+def _assemble(source: str, src: str, where: str, t: dict[str, Path], icu: dict[str, np.ndarray], key: str,
+              key_name: str, died: np.ndarray, age: np.ndarray, window: int, min_stay_hours: float | None,
+              items: dict[str, tuple[int, ...]], error_col: str | None, block_mb: int) -> Cohort:
+    """What both MIMIC readers do once the stays' labels and ages are known: the cohort filter,
+    stays sorted by ``key``, the chart events streamed, the :class:`Cohort`."""
+    counts: dict[str, int] = {"stays_read": len(icu[key])}
     window = int(window)
-    keep = _cohort(src, icu["stay_id"], died, icu["los"], age, icu["intime"],
+    keep = _cohort(src, icu[key], died, icu["los"], age, icu["intime"],
                    float(window if min_stay_hours is None else min_stay_hours), counts)
-    order = np.argsort(icu["stay_id"][keep], kind="stable")
-    stay_ids = icu["stay_id"][keep][order]
+    order = np.argsort(icu[key][keep], kind="stable")
+    stay_ids = icu[key][keep][order]
     if len(np.unique(stay_ids)) != len(stay_ids):
-        raise DataFormatError(f"{src}: {t['icu'].name} lists a stay_id twice; {MIMIC4_WHERE}")
-    events = read_chart_events(t["chart"], "stay_id", stay_ids, icu["intime"][keep][order], window,
-                               MIMIC4_ITEMS, src, MIMIC4_WHERE, counts=counts, block_mb=block_mb)
-    return Cohort(source="mimic4", stay_ids=stay_ids, mortality=died[keep][order].astype(np.int8),
+        article = "an" if key_name[0] in "AEIOU" else "a"
+        raise DataFormatError(f"{src}: {t['icu'].name} lists {article} {key_name} twice; {where}")
+    events = read_chart_events(t["chart"], key, stay_ids, icu["intime"][keep][order], window, items, src,
+                               where, error_col=error_col, counts=counts, block_mb=block_mb)
+    return Cohort(source=source, stay_ids=stay_ids, mortality=died[keep][order].astype(np.int8),
                   los_days=icu["los"][keep][order].astype(np.float32), events=events,
                   files=list(t.values()), counts=counts)
 

@@ -176,6 +176,17 @@ def _read_rows(path: Path, source: str, where: str) -> tuple[list[str], list[lis
     return rows[0], rows[1:]
 
 
+def _data_rows(header: list[str], rows: list[list[str]], path: Path, source: str, where: str):
+    """``(line, row)`` of each non-empty row (file lines from 2), each as wide as the header."""
+    for line, row in enumerate(rows, start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DataFormatError(f"{source}: {path} line {line} has {len(row)} fields, the header "
+                                  f"{len(header)}; {where}")
+        yield line, row
+
+
 # --------------------------------------------------------------------------------------------------
 # eICU-CRD
 # --------------------------------------------------------------------------------------------------
@@ -330,12 +341,7 @@ def _read_timeseries(path: Path, stay: int, window: int, counts: dict[str, int])
     header, rows = _read_rows(path, src, where)
     idx = _resolve(header, ("Hours", *MIMIC3B_VITALS), path, src, where)
     hours, channel, value = [], [], []
-    for line, row in enumerate(rows, start=2):
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise DataFormatError(f"{src}: {path} line {line} has {len(row)} fields, the header "
-                                  f"{len(header)}; {where}")
+    for line, row in _data_rows(header, rows, path, src, where):
         h = None
         for c, j in enumerate(idx[1:]):
             cell = row[j]
@@ -411,12 +417,7 @@ def _read_outcomes(path: Path) -> dict[int, tuple[float, int, int]]:
     header, rows = _read_rows(path, src, where)
     ji, jl, jd = _resolve(header, ("RecordID", "Length_of_stay", "In-hospital_death"), path, src, where)
     out: dict[int, tuple[float, int, int]] = {}
-    for line, row in enumerate(rows, start=2):
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise DataFormatError(f"{src}: {path} line {line} has {len(row)} fields, the header "
-                                  f"{len(header)}; {where}")
+    for line, row in _data_rows(header, rows, path, src, where):
         rid = _integer(row[ji], path, line, "RecordID", src, where)
         if rid in out:
             raise DataFormatError(f"{src}: {path} line {line}: RecordID {rid} appears twice; {where}")
@@ -441,12 +442,7 @@ def _read_record(path: Path) -> tuple[int, list[float], list[int], list[float]]:
     hours: list[float] = []
     channel: list[int] = []
     value: list[float] = []
-    for line, row in enumerate(rows, start=2):
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise DataFormatError(f"{src}: {path} line {line} has {len(row)} fields, the header "
-                                  f"{len(header)}; {where}")
+    for line, row in _data_rows(header, rows, path, src, where):
         h = _hours(row[jt], path, line)
         param = row[jp].strip()
         if param == "RecordID":
