@@ -78,8 +78,8 @@ class AURL(CFRecommender):
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         u, i, j = batch
         users, items = self.embeddings()
-        bpr, _ = self.bpr_loss(u, i, j, embeddings=(users, items))
-        l2 = self.hparams.reg * self.l2(u, i, j)
+        bpr, emb = self.bpr_loss(u, i, j, embeddings=(users, items))
+        l2 = self.hparams.reg * self.l2(u, i, j, emb)
         ua, ui = users[self._draw(self.active_ids)], users[self._draw(self.inactive_ids)]
         ih, it = items[self._draw(self.head_ids)], items[self._draw(self.tail_ids)]
         align = mmd2(ua, ui) + mmd2(ih, it)  # group alignment, on the scoring embeddings

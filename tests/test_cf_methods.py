@@ -55,6 +55,47 @@ def test_lightgcn_gradients_flow_through_the_graph():
     assert (enc.item.weight.grad.abs().sum(1) > 0).all()
 
 
+def test_lightgcn_gradients_equal_the_dense_formula():
+    """The symmetric-product backward (no transpose of the sparse matrix) gives the gradient
+    of the dense propagation, to float64 round-off."""
+    d = tiny_data()
+    enc = LightGCN(d.n_users, d.n_items, 4, 3, d.train_user, d.train_item).double()
+    enc._adj = {torch.device("cpu"): enc.adjacency(torch.device("cpu")).to(torch.float64)}
+    n = d.n_users + d.n_items
+    a = torch.zeros(n, n, dtype=torch.float64)
+    a[d.train_user, d.train_item + d.n_users] = 1
+    a[d.train_item + d.n_users, d.train_user] = 1
+    deg = a.sum(1).clamp(min=1)
+    a_hat = a / deg.sqrt()[:, None] / deg.sqrt()[None, :]
+    w = torch.randn(n, 4, dtype=torch.float64)  # an arbitrary loss: sum(w * E)
+    users, items = enc()
+    (torch.cat([users, items]) * w).sum().backward()
+    e0 = torch.cat([enc.user.weight, enc.item.weight]).detach().requires_grad_()
+    layers = [e0]
+    for _ in range(3):
+        layers.append(a_hat @ layers[-1])
+    (torch.stack(layers).mean(0) * w).sum().backward()
+    got = torch.cat([enc.user.weight.grad, enc.item.weight.grad])
+    assert torch.allclose(got, e0.grad, atol=1e-12)
+
+
+def test_mf_starts_xavier_normal():
+    """RecBole's BPR initialisation (std sqrt(2 / (rows + dim))), not LightGCN's N(0, 0.1)."""
+    d = tiny_data(n_users=2000, n_items=1000)
+    enc = BPR(d, backbone="mf", dim=64).encoder
+    assert enc.user.weight.std().item() == pytest.approx(math.sqrt(2 / 2064), rel=0.03)
+    assert enc.item.weight.std().item() == pytest.approx(math.sqrt(2 / 1064), rel=0.03)
+
+
+def test_l2_reuses_the_batch_embeddings_on_mf_only():
+    d = tiny_data()
+    u, i, j = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([3, 4, 0])
+    for backbone in ("mf", "lightgcn"):
+        model = BPR(d, backbone=backbone)
+        _, emb = model.bpr_loss(u, i, j)
+        assert torch.allclose(model.l2(u, i, j, emb), model.l2(u, i, j))
+
+
 def test_mmd_zero_for_same_sample_positive_for_shifted():
     torch.manual_seed(0)
     x = torch.randn(200, 8)
