@@ -37,7 +37,7 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 
 from harness import api, cache, checkpoints, console, registry, tracking
 from harness.errors import Interrupted, UserError, raise_on_signals, received_signal
@@ -118,6 +118,55 @@ def _stage_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+class ThrottledProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, redrawn at most every ``interval`` seconds (and at the end).
+
+    The stock bar redraws after every step and reads the logged metrics back for its
+    postfix; on a CF step of a millisecond or two that costs as much as the step itself.
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        super().__init__()
+        self._interval, self._last = interval, 0.0
+
+    def _should_update(self, current: int, total: int | float) -> bool:
+        if not self.is_enabled:
+            return False
+        now = time.monotonic()
+        if current == total or now - self._last >= self._interval:
+            self._last = now
+            return True
+        return False
+
+
+class StepClock(L.Callback):
+    """Seconds a run spends in its training, validation and test loops (loading batches, the
+    steps, the method's end-of-epoch evaluation), summed over every Trainer of the run.
+
+    The rest of a run (data set-up, model building, checkpoint writes, MLflow writes,
+    Trainer construction) is the harness's overhead around the method's own work; the
+    runner logs ``steps_seconds`` and ``overhead_share`` = 1 - steps / run seconds.
+    Checkpoint callbacks run after every other callback, so ``on_validation_end`` here
+    stops the clock before the checkpoint is written.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._t: float | None = None
+
+    def _start(self, *_: Any) -> None:
+        self._stop()
+        self._t = time.perf_counter()
+
+    def _stop(self, *_: Any) -> None:
+        if self._t is not None:
+            self.seconds += time.perf_counter() - self._t
+            self._t = None
+
+    on_train_epoch_start = on_validation_start = on_test_start = _start
+    on_train_epoch_end = on_validation_end = on_test_end = _stop
+
+
 class Runner:
     """Runs a benchmark's runs one after another inside one parent MLflow run."""
 
@@ -130,6 +179,7 @@ class Runner:
             tracking.configure_http_retries()
         self.run_dir = Path(run_dir)
         self.progress = progress
+        self._clock = StepClock()  # one per run (run_one)
         self.mlf = tracking.client(self.uri)
         try:
             self.experiment_id = tracking.ensure_experiment(self.mlf, bench.name, self.uri)
@@ -294,6 +344,7 @@ class Runner:
         for k, v in {**process_tags(), **(tags or {})}.items():
             journal.call("set_tag", run_id, k, v)
         started = time.time()
+        self._clock = StepClock()
         try:
             best = self._execute(spec, key, dm, run_id, list(callbacks))
         except UserError:
@@ -320,6 +371,9 @@ class Runner:
             return RunResult(spec, key, run_id, "failed", time.time() - started, str(exc))
         seconds = time.time() - started
         journal.call("log_metric", run_id, "run_seconds", seconds)
+        journal.call("log_metric", run_id, "steps_seconds", self._clock.seconds)
+        journal.call("log_metric", run_id, "overhead_share",
+                     1 - self._clock.seconds / seconds if seconds > 0 else 0.0)
         if best is not None:
             journal.call("log_metric", run_id, best_key, best)
         journal.call("set_tag", run_id, tracking.TAG_COMPLETE, "1")
@@ -472,6 +526,9 @@ class Runner:
         kwargs.setdefault("log_every_n_steps", 10)
         if dm.shards_itself:
             kwargs["use_distributed_sampler"] = False
+        callbacks = [*callbacks, self._clock]
+        if self.progress:
+            callbacks.append(ThrottledProgressBar())
         return L.Trainer(
             logger=tracking.RunLogger(self.uri, run_id, prefix, str(self._journal.path),
                                       test_scope=test_scope),

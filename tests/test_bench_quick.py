@@ -45,6 +45,9 @@ def test_quick_bench_records_reports_and_skips(workdir, capsys):
         assert run.data.params["method.backbone"] in ("mf", "lightgcn")
         history = mlf.get_metric_history(run.info.run_id, "val/recall_20")
         assert len(history) == 2  # quick profile: 2 epochs, one validation each
+        m = run.data.metrics  # the time in the loops, and the rest of the run as a share
+        assert 0 < m["steps_seconds"] < m["run_seconds"]
+        assert m["overhead_share"] == 1 - m["steps_seconds"] / m["run_seconds"]
     artifacts = {a.path for a in mlf.list_artifacts(parent_id, "report")}
     assert {"report/aurl.md", "report/aurl.csv", "report/aurl.tex", "report/aurl.png"} <= artifacts
 
@@ -76,3 +79,16 @@ def test_missing_real_files_end_with_one_clear_line(workdir, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "Books_5.json.gz" in err[0]
+
+
+def test_progress_bar_redraws_at_most_every_interval(monkeypatch):
+    from harness import runner
+
+    bar = runner.ThrottledProgressBar(interval=0.2)
+    now = [100.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: now[0])
+    drawn = []
+    for step in range(1, 11):
+        now[0] += 0.06  # a 60 ms step
+        drawn.append(bar._should_update(step, 10))
+    assert drawn == [True, False, False, False, True, False, False, False, True, True]
