@@ -53,13 +53,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import cftime
-import dask
 import numpy as np
-import xarray as xr
 from numpy.typing import ArrayLike
 
 from harness.errors import DataFormatError, UserError
+from harness.lazy import lazy_import
+
+# a second or more to import: paid only when a reader runs, not by every `harness` command
+xr = lazy_import("xarray")
+dask = lazy_import("dask")
+cftime = lazy_import("cftime")
 
 __all__ = [
     "CANONICAL_VARIABLES",
