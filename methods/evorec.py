@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from harness.api import StageData, choice
-from harness.methods.llmrec import LoRARec, score_candidates
+from harness.methods.llmrec import LoRARec
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
@@ -219,19 +219,14 @@ class EvoLoRA(LoRARec):
 
     # -- evaluation -----------------------------------------------------------------------
 
-    def _score_grouped(self, example: tuple[list[int], list[list[int]], str]) -> None:
+    def _record(self, examples: list[Any], scores: list[Tensor]) -> None:
+        """Metrics of scored (prompt, candidates, group) examples, one entry per example with
+        its group (the queueing and batched scoring are :class:`LoRARec`'s)."""
         from harness.metrics.candidates import candidate_metrics
 
-        prompt, cands, group = example
-        scores = score_candidates(self.model, prompt, cands).unsqueeze(0)
-        m = candidate_metrics(scores, torch.zeros(1, dtype=torch.long, device=scores.device))
-        self._vals.append({"group": group, "hr_3": m["hr_3"], "ndcg_3": m["ndcg_3"]})
-
-    def validation_step(self, example: Any, batch_idx: int) -> None:
-        self._score_grouped(example)
-
-    def test_step(self, example: Any, batch_idx: int) -> None:
-        self._score_grouped(example)
+        for (_, _, group), s in zip(examples, scores, strict=True):
+            m = candidate_metrics(s.unsqueeze(0), torch.zeros(1, dtype=torch.long, device=s.device))
+            self._vals.append({"group": group, "hr_3": m["hr_3"], "ndcg_3": m["ndcg_3"]})
 
     def _log_eval(self, stage: str) -> None:
         out = {}

@@ -9,6 +9,9 @@ With ``share_prefix`` the prompt is encoded once and its key/value cache is repe
 for the C candidates, which are then run as one padded batch of their own tokens only;
 without it every candidate re-encodes the whole prompt. Both give the same scores
 (``tests/test_llmrec_core.py``); sharing costs one prompt pass instead of C.
+
+:func:`score_candidates_batch` scores many users per model call (evaluation uses it:
+``LoRARec`` queues ``eval_batch_users`` examples and scores them together).
 """
 
 from __future__ import annotations
@@ -32,13 +35,12 @@ def _cache_kwarg(model: torch.nn.Module) -> str:
 
 
 def _pad(seqs: list[list[int]], pad: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Right-padded ids and their 0/1 mask ([len(seqs), longest]), built on the CPU and moved
+    once (one copy to a GPU, not one per row)."""
     n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad, dtype=torch.long, device=device)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long, device=device)
-    for j, s in enumerate(seqs):
-        ids[j, : len(s)] = torch.tensor(s, dtype=torch.long, device=device)
-        mask[j, : len(s)] = 1
-    return ids, mask
+    ids = torch.tensor([s + [pad] * (n - len(s)) for s in seqs], dtype=torch.long)
+    mask = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in seqs], dtype=torch.long)
+    return ids.to(device), mask.to(device)
 
 
 def score_candidates(model: torch.nn.Module, prompt: list[int], candidates: list[list[int]],
@@ -81,6 +83,154 @@ def _score(model: torch.nn.Module, prompt: list[int], candidates: list[list[int]
     return (tok * cmask).sum(1)
 
 
+def _logits_kwarg(model: torch.nn.Module) -> dict[str, int]:
+    """``logits_to_keep=1`` (``num_logits_to_keep`` in transformers 4.45-4.49) where the model
+    takes it: the prompt pass needs no logits, so the LM head runs on one position only."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in params:
+            return {name: 1}
+    return {}
+
+
+def _chunks(prompts: list[list[int]], candidates: list[list[list[int]]], share_prefix: bool,
+            max_batch_tokens: int) -> list[list[tuple[int, int]]]:
+    """(user, candidate) pairs cut into chunks whose padded size stays within the budget.
+
+    Users go longest prompt first (similar lengths share a chunk: less padding); each
+    user's candidates stay in order and contiguous, so a user may span two chunks (its
+    prompt is then encoded in both). A chunk's size is rows x padded row length: with
+    ``share_prefix`` one row per candidate of (longest prefix + longest candidate + 1)
+    positions, the prefix being the cache each row attends to; without, (longest prompt +
+    candidate). A single pair over the budget still gets a chunk of its own.
+    """
+    order = sorted(range(len(prompts)), key=lambda u: -len(prompts[u]))
+    out: list[list[tuple[int, int]]] = []
+    cur: list[tuple[int, int]] = []
+    a = b = 0  # the current chunk's longest prefix and longest row part after it
+    for u in order:
+        for j, cand in enumerate(candidates[u]):
+            x, y = ((len(prompts[u]) - 1, len(cand) + 1) if share_prefix
+                    else (len(prompts[u]) + len(cand), 0))
+            if cur and (len(cur) + 1) * (max(a, x) + max(b, y)) > max_batch_tokens:
+                out.append(cur)
+                cur, a, b = [], 0, 0
+            cur.append((u, j))
+            a, b = max(a, x), max(b, y)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _token_logp(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """sum_t mask * log softmax(logits)[t, targets[t]] per row, in float32 ([rows])."""
+    lse = torch.logsumexp(logits.float(), -1)
+    tgt = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).float()
+    return ((tgt - lse) * mask).sum(1)
+
+
+def _score_chunk_shared(model: torch.nn.Module, prompts: list[list[int]],
+                        candidates: list[list[list[int]]], pairs: list[tuple[int, int]],
+                        pad_id: int, device: torch.device) -> Tensor:
+    users = list(dict.fromkeys(u for u, _ in pairs))  # in order of first appearance
+    slot = {u: k for k, u in enumerate(users)}
+    index = torch.tensor([slot[u] for u, _ in pairs], dtype=torch.long)
+    # the prefix is the prompt without its last token, which leads each candidate row instead:
+    # the row's first logits then predict the candidate's first token, and the prompt pass
+    # needs no logits at all
+    prefixes = [prompts[u][:-1] for u in users]
+    plen = torch.tensor([len(prompts[u]) for u, _ in pairs], dtype=torch.long)
+    rows = [prompts[u][-1:] + candidates[u][j] for u, j in pairs]
+    ids, cmask = _pad(rows, pad_id, device)
+    kw = _cache_kwarg(model)
+    extra: dict[str, Any] = {}
+    if max(len(p) for p in prefixes) > 0:
+        pids, pmask = _pad(prefixes, pad_id, device)
+        enc_mask = pmask.clone()
+        enc_mask[:, 0] = 1  # an empty prefix (a one-token prompt) must not be a fully masked row
+        pos = torch.arange(pids.shape[1], device=device).expand(len(users), -1)
+        out = model(input_ids=pids, attention_mask=enc_mask, position_ids=pos, use_cache=True,
+                    **_logits_kwarg(model))
+        cache = out[kw] if kw in out else out["past_key_values"]
+        if isinstance(cache, tuple):  # legacy tuples from transformers < 4.47
+            from transformers import DynamicCache
+
+            cache = DynamicCache.from_legacy_cache(cache)
+        cache.reorder_cache(index.to(device))  # each candidate row reads its own user's prefix
+        extra[kw] = cache
+        prefix_mask = pmask[index.to(device)]  # the user's real prefix tokens only
+    else:
+        prefix_mask = torch.zeros((len(pairs), 0), dtype=torch.long, device=device)
+    attn = torch.cat([prefix_mask, cmask], 1)
+    pos = (plen - 1).to(device).unsqueeze(1) + torch.arange(ids.shape[1], device=device)
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
+                   **extra).logits
+    return _token_logp(logits[:, :-1], ids[:, 1:], cmask[:, 1:])
+
+
+def _score_chunk_full(model: torch.nn.Module, prompts: list[list[int]],
+                      candidates: list[list[list[int]]], pairs: list[tuple[int, int]],
+                      pad_id: int, device: torch.device) -> Tensor:
+    ids, mask = _pad([prompts[u] + candidates[u][j] for u, j in pairs], pad_id, device)
+    cands, cmask = _pad([candidates[u][j] for u, j in pairs], pad_id, device)
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    # row r's logits at p_r - 1 + t predict its candidate's token t (clamped where padded)
+    start = torch.tensor([len(prompts[u]) - 1 for u, _ in pairs], dtype=torch.long)
+    at = (start.unsqueeze(1) + torch.arange(cands.shape[1])).clamp(max=ids.shape[1] - 1)
+    rows = torch.arange(len(pairs)).unsqueeze(1)
+    return _token_logp(logits[rows.to(device), at.to(device)], cands, cmask)
+
+
+def score_candidates_batch(model: torch.nn.Module, prompts: list[list[int]],
+                           candidates: list[list[list[int]]], share_prefix: bool = True,
+                           pad_id: int = 0, grad: bool = False,
+                           max_batch_tokens: int = 32768) -> list[Tensor]:
+    """:func:`score_candidates` for many users at once: one [C_u] float32 tensor per user.
+
+    Users may differ in prompt length, candidate count and candidate lengths. The
+    (user, candidate) pairs are cut into chunks of at most ``max_batch_tokens`` padded
+    positions (see :func:`_chunks`), each scored with two model calls (``share_prefix``):
+
+    1. the chunk's prompts, all but their last token, right-padded, in one pass with
+       explicit ``position_ids`` 0..p-1 and the padding masked; its key/value cache is then
+       gathered along the batch (``Cache.reorder_cache``) so that each candidate row holds
+       its own user's prefix;
+    2. every candidate as one row [last prompt token, candidate tokens], right-padded, with
+       ``position_ids`` from p_u - 1 and an attention mask covering the user's real prefix
+       positions and the row's own tokens (padding never shifts a rotary position, and a
+       padded key is never attended to).
+
+    Right padding, not left: a left-padded prompt row begins with fully masked queries,
+    whose softmax is NaN in some attention kernels, and NaN keys poison a later masked sum.
+    Not packing into one sequence with a block-diagonal mask either: that needs a 4-D mask
+    of (all tokens)^2 and attention over it, quadratic in the chunk, where the padded batch
+    costs candidates x (prefix + candidate). Without ``share_prefix`` every pair is one
+    right-padded row prompt + candidate (batched full re-encoding).
+
+    ``grad=True`` keeps the graph. Prompts and candidates must be non-empty.
+    """
+    if len(prompts) != len(candidates):
+        raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists")
+    if any(not p for p in prompts) or any(not c for cs in candidates for c in cs):
+        raise ValueError("prompts and candidates must be non-empty token lists")
+    device = next(model.parameters()).device
+    pieces: list[list[Tensor]] = [[] for _ in prompts]
+    score = _score_chunk_shared if share_prefix else _score_chunk_full
+    with torch.set_grad_enabled(grad):
+        for pairs in _chunks(prompts, candidates, share_prefix, max_batch_tokens):
+            s = score(model, prompts, candidates, pairs, pad_id, device)
+            bounds = [0]  # runs of one user's pairs (contiguous within a chunk)
+            for k in range(1, len(pairs)):
+                if pairs[k][0] != pairs[k - 1][0]:
+                    bounds.append(k)
+            bounds.append(len(pairs))
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+                pieces[pairs[lo][0]].append(s[lo:hi])
+    return [torch.cat(p) if len(p) > 1 else p[0] if p
+            else torch.zeros(0, device=device) for p in pieces]
+
+
 # --------------------------------------------------------------------------- LoRA recommender
 
 
@@ -89,8 +239,12 @@ class LoRARec(Method):
     (TALLRec-style; the row ``target-lora`` / ``specific-lora``), scored on candidates.
 
     ``domains`` names the training domains (default: the target only; ``"all"``: every
-    domain of the dataset, the joint baseline). Validation and
-    test score every candidate by title log-likelihood (:func:`score_candidates`).
+    domain of the dataset, the joint baseline). Validation and test score every candidate
+    by title log-likelihood: examples arrive one per step and are queued, then scored
+    ``eval_batch_users`` at a time (the rest at the epoch's end) by
+    :func:`score_candidates_batch` in chunks of at most ``eval_batch_tokens`` padded
+    positions. Both set only speed and memory: the metrics equal one-user-at-a-time scoring
+    up to float round-off.
     """
 
     metrics = {"hr_1": "max", "hr_3": "max", "hr_5": "max", "ndcg_3": "max", "ndcg_5": "max",
@@ -100,7 +254,8 @@ class LoRARec(Method):
     def __init__(self, info: Any, lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.05,
                  lr: float = 2e-3, domains: tuple[str, ...] | str | None = None,
                  target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
-                 dtype: str | None = None):
+                 dtype: str | None = None, eval_batch_users: int = 32,
+                 eval_batch_tokens: int = 32768):
         super().__init__()
         from peft import LoraConfig, get_peft_model
 
@@ -111,12 +266,15 @@ class LoRARec(Method):
         if unknown:
             raise UserError(f"unknown training domains {sorted(unknown)}; the data has "
                             f"{sorted(info.splits)} (or use domains: all)")
+        if eval_batch_users < 1 or eval_batch_tokens < 1:
+            raise UserError("eval_batch_users and eval_batch_tokens must be >= 1")
         self.domains = list(domains) if domains else [info.target]
         base = load_causal_lm(info.base_dir, dtype)  # LoRA weights stay float32 (peft's default)
         self.model = get_peft_model(base, LoraConfig(
             r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
             target_modules=list(target_modules)))
-        self._vals: list[dict[str, Tensor]] = []
+        self._vals: list[dict[str, Any]] = []
+        self._queue: list[Any] = []  # evaluation examples not scored yet
         self.strict_loading = False  # checkpoints hold the adapters only (on_save_checkpoint)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -134,29 +292,58 @@ class LoRARec(Method):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         return loss
 
-    def _score(self, example: tuple[list[int], list[list[int]]]) -> None:
+    def _enqueue(self, example: Any) -> None:
+        """Queue one evaluation example (prompt, candidates, ...; the target is candidate 0);
+        score the queue once it holds ``eval_batch_users``."""
+        self._queue.append(example)
+        if len(self._queue) >= self.hparams.eval_batch_users:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Score the queued examples in one :func:`score_candidates_batch` call."""
+        if not self._queue:
+            return
+        examples, self._queue = self._queue, []
+        scores = score_candidates_batch(self.model, [e[0] for e in examples],
+                                        [e[1] for e in examples],
+                                        max_batch_tokens=self.hparams.eval_batch_tokens)
+        self._record(examples, scores)
+
+    def _record(self, examples: list[Any], scores: list[Tensor]) -> None:
+        """Per-example candidate metrics of scored examples, in their order, into ``_vals``."""
         from harness.metrics.candidates import candidate_metrics
 
-        prompt, cands = example
-        scores = score_candidates(self.model, prompt, cands).unsqueeze(0)
-        self._vals.append(candidate_metrics(scores, torch.zeros(1, dtype=torch.long,
-                                                                device=scores.device)))
+        if len({len(s) for s in scores}) == 1:  # the usual case: one candidate count
+            groups = [torch.stack(scores)]
+        else:
+            groups = [s.unsqueeze(0) for s in scores]
+        for g in groups:
+            self._vals.append(candidate_metrics(g, torch.zeros(len(g), dtype=torch.long,
+                                                               device=g.device)))
 
     def _log_eval(self, stage: str) -> None:
         keys = self._vals[0].keys() if self._vals else []
         self.log_dict({f"{stage}/{k}": torch.cat([v[k] for v in self._vals]).mean() for k in keys})
         self._vals = []
 
+    def on_validation_epoch_start(self) -> None:
+        self._queue, self._vals = [], []
+
     def validation_step(self, example: Any, batch_idx: int) -> None:
-        self._score(example)
+        self._enqueue(example)
 
     def on_validation_epoch_end(self) -> None:
+        self._flush()
         self._log_eval("val")
 
+    def on_test_epoch_start(self) -> None:
+        self._queue, self._vals = [], []
+
     def test_step(self, example: Any, batch_idx: int) -> None:
-        self._score(example)
+        self._enqueue(example)
 
     def on_test_epoch_end(self) -> None:
+        self._flush()
         self._log_eval("test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -1,21 +1,42 @@
-"""LLM-rec shared core: prefix-shared candidate scoring equals full re-encoding; metrics."""
+"""LLM-rec shared core: prefix-shared candidate scoring equals full re-encoding, one user
+or many per call; metrics; batched evaluation in LoRARec."""
 
+import functools
 import math
+import random
 
 import pytest
 import torch
 
-from harness.methods.llmrec import score_candidates
+from harness.methods.llmrec import score_candidates, score_candidates_batch
 from harness.metrics.candidates import candidate_metrics, target_rank
 
 
-def tiny_lm():
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_lm(arch: str = "llama", dtype: torch.dtype = torch.float32, init: float = 0.02):
+    """A tiny randomly initialised causal LM built from a config (nothing downloaded). With
+    ``init=0.2`` (weights' std) its attention is sharp enough that a candidate's score moves
+    by 0.1-2 nats when its positions are off (0.001 at the default 0.02)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    return LlamaForCausalLM(cfg).eval()
+    shape = dict(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                 initializer_range=init)
+    if arch == "qwen2":  # q/k/v biases, tied embeddings: the paper path's family
+        model = Qwen2ForCausalLM(Qwen2Config(**shape, tie_word_embeddings=True))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**shape))
+    return model.to(dtype).eval()
+
+
+def ragged_users(seed: int = 0):
+    """Users whose prompts (1 to 17 tokens), candidate counts (1 to 6) and candidate lengths
+    (1 to 5 tokens) all differ."""
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(1, 50) for _ in range(n)] for n in (7, 1, 17, 3, 12, 2)]
+    cands = [[[rng.randrange(1, 50) for _ in range(rng.randint(1, 5))] for _ in range(c)]
+             for c in (4, 2, 6, 1, 3, 5)]
+    return prompts, cands
 
 
 def test_shared_prefix_scores_equal_full_encoding():
@@ -31,6 +52,112 @@ def test_shared_prefix_scores_equal_full_encoding():
         logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
         expected = sum(logp[len(prompt) - 1 + t, tok].item() for t, tok in enumerate(cand))
         assert shared[j].item() == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("budget", [32768, 60, 1])  # one chunk; several (users split); one pair each
+def test_batched_scores_equal_one_by_one_and_full_encoding(arch, budget):
+    model = tiny_lm(arch, init=0.2)
+    prompts, cands = ragged_users()
+    batched = score_candidates_batch(model, prompts, cands, max_batch_tokens=budget)
+    batched_full = score_candidates_batch(model, prompts, cands, share_prefix=False,
+                                          max_batch_tokens=budget)
+    for p, c, b, bf in zip(prompts, cands, batched, batched_full, strict=True):
+        one = score_candidates(model, p, c, share_prefix=True)
+        full = score_candidates(model, p, c, share_prefix=False)
+        assert b.shape == (len(c),) and b.dtype == torch.float32
+        torch.testing.assert_close(b, one, atol=1e-5, rtol=0)
+        torch.testing.assert_close(b, full, atol=1e-5, rtol=0)
+        torch.testing.assert_close(bf, full, atol=1e-5, rtol=0)
+
+
+def test_batched_scores_fail_with_wrong_positions(monkeypatch):
+    """The equality above is not vacuous: the models are position-sensitive, and scoring the
+    candidates at positions shifted as padding would shift them gives other scores."""
+    import harness.methods.llmrec as llmrec
+
+    model = tiny_lm("qwen2", init=0.2)
+    prompts, cands = ragged_users()
+    right = score_candidates_batch(model, prompts, cands)
+    real_forward = model.forward
+
+    @functools.wraps(real_forward)  # keeps the signature the scorer inspects
+    def from_padded_length(*args, **kw):  # candidates placed as if every prompt had 17 tokens
+        if kw.get("cache") is not None or kw.get("past_key_values") is not None:
+            kw["position_ids"] = kw["position_ids"] - kw["position_ids"][:, :1] + 16
+        return real_forward(*args, **kw)
+
+    monkeypatch.setattr(model, "forward", from_padded_length)
+    wrong = llmrec.score_candidates_batch(model, prompts, cands)
+    # (rotary attention is relative: a one-token prompt has no prefix, so no offset shows)
+    shifted = [k for k, p in enumerate(prompts) if len(p) not in (1, 17)]
+    assert all((right[k] - wrong[k]).abs().max() > 0.05 for k in shifted)
+
+
+def test_batched_scores_through_peft_with_gradients():
+    """A peft-wrapped model (non-zero LoRA): same scores and same LoRA gradients as one user
+    at a time (MoLoRec learns through scores)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    model = get_peft_model(tiny_lm("llama", init=0.2), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.eval()
+    prompts, cands = ragged_users(1)
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+
+    def grads(total):
+        model.zero_grad()
+        total.backward()
+        return [p.grad.clone() for p in lora]
+
+    batched = score_candidates_batch(model, prompts, cands, grad=True, max_batch_tokens=80)
+    g_batched = grads(sum(s.logsumexp(0) for s in batched))
+    one = [score_candidates(model, p, c, grad=True) for p, c in zip(prompts, cands, strict=True)]
+    g_one = grads(sum(s.logsumexp(0) for s in one))
+    for b, o in zip(batched, one, strict=True):
+        torch.testing.assert_close(b, o, atol=1e-5, rtol=0)
+    for a, b in zip(g_batched, g_one, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        assert not score_candidates_batch(model, prompts, cands)[0].requires_grad
+
+
+def test_batched_scores_in_bfloat16():
+    """bf16 weights: finite float32 scores, near the float32 model's and the one-user path's."""
+    prompts, cands = ragged_users(2)
+    ref = score_candidates_batch(tiny_lm("qwen2", init=0.2), prompts, cands)
+    model = tiny_lm("qwen2", torch.bfloat16, init=0.2)
+    batched = score_candidates_batch(model, prompts, cands, max_batch_tokens=50)
+    for p, c, b, r in zip(prompts, cands, batched, ref, strict=True):
+        assert b.dtype == torch.float32 and torch.isfinite(b).all()
+        torch.testing.assert_close(b, score_candidates(model, p, c), atol=0.1, rtol=0.02)
+        torch.testing.assert_close(b, r, atol=0.1, rtol=0.02)
+
+
+def test_lora_rec_evaluates_in_batches_with_unchanged_metrics(workdir):
+    """Validation through LoRARec's queue (ragged batches of 7 users, small chunks) logs the
+    same metrics as scoring and measuring one example at a time."""
+    from harness.datasets.amazon_seq import AmazonSeqDataModule
+    from harness.methods.llmrec import LoRARec
+
+    dm = AmazonSeqDataModule(domains=("Beauty", "Toys"), target="Toys", n_candidates=10,
+                             synthetic={"n_users": 60, "n_items": 50}, pretrain={"steps": 20})
+    model = LoRARec(dm.info, eval_batch_users=7, eval_batch_tokens=300).eval()
+    logged = {}
+    model.log_dict = lambda d, **kw: logged.update({k: v.item() for k, v in d.items()})
+    examples = list(dm.val_dataloader())
+    assert len(examples) % 7  # the epoch's end scores a partial batch
+    model.on_validation_epoch_start()
+    with torch.no_grad():
+        for i, ex in enumerate(examples):
+            model.validation_step(ex, i)
+        model.on_validation_epoch_end()
+        per = [candidate_metrics(score_candidates(model.model, p, c).unsqueeze(0),
+                                 torch.zeros(1, dtype=torch.long)) for p, c in examples]
+    expected = {f"val/{k}": torch.cat([m[k] for m in per]).mean().item() for k in per[0]}
+    assert logged == pytest.approx(expected, abs=1e-7)
+    assert not model._queue and not model._vals
 
 
 def test_candidate_metrics_hand_computed():
