@@ -57,7 +57,8 @@ def test_lightgcn_gradients_flow_through_the_graph():
 
 def test_lightgcn_gradients_equal_the_dense_formula():
     """The symmetric-product backward (no transpose of the sparse matrix) gives the gradient
-    of the dense propagation, to float64 round-off."""
+    of the dense propagation (the sparse matrix's values were computed in float32: 1e-6)."""
+    torch.manual_seed(0)
     d = tiny_data()
     enc = LightGCN(d.n_users, d.n_items, 4, 3, d.train_user, d.train_item).double()
     enc._adj = {torch.device("cpu"): enc.adjacency(torch.device("cpu")).to(torch.float64)}
@@ -76,7 +77,7 @@ def test_lightgcn_gradients_equal_the_dense_formula():
         layers.append(a_hat @ layers[-1])
     (torch.stack(layers).mean(0) * w).sum().backward()
     got = torch.cat([enc.user.weight.grad, enc.item.weight.grad])
-    assert torch.allclose(got, e0.grad, atol=1e-12)
+    assert torch.allclose(got, e0.grad, atol=1e-6)
 
 
 def test_mf_starts_xavier_normal():
