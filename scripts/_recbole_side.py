@@ -8,17 +8,18 @@ Drives RecBole's own pieces (``Config``, ``create_dataset``, ``data_preparation`
 ``get_model``, ``get_trainer``) as ``run_recbole`` does, without importing
 ``recbole.quick_start`` (it imports ``ray``, which is not installed). The data are the
 benchmark files ``<dataset>.train/valid/test.inter`` the caller wrote
-(``benchmark_filename``). Compatibility patches for torch 2.13, applied here only:
-``torch.load`` defaults to ``weights_only=False`` (RecBole 1.2.1 reloads its own best
-checkpoint, which pickles its ``Config``; torch >= 2.6 refuses that by default); numpy
-needs < 2 (RecBole uses ``np.float`` & co., which its ``Config`` re-creates as aliases).
+(``benchmark_filename``). Compatibility with torch 2.13, applied here only: the best
+model is kept in memory instead of RecBole's checkpoint file (RecBole 1.2.1 pickles its
+``Config`` into it, which ``torch.load`` refuses to read back by default since torch 2.6,
+and we never unpickle files); numpy needs < 2 (RecBole uses ``np.float`` & co., which its
+``Config`` re-creates as aliases).
 Writes one JSON file; prints short progress lines.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import copy
 import importlib.util
 import json
 import logging
@@ -35,16 +36,36 @@ import torch
 MODELS = ("BPR", "LightGCN")
 
 
-def patch_torch_load() -> None:
-    """Make ``torch.load`` default to ``weights_only=False`` (RecBole's own checkpoints)."""
-    original = torch.load
+class BestInMemory:
+    """Replace ``trainer._save_checkpoint`` with a copy of the weights held in memory.
 
-    @functools.wraps(original)
-    def load(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("weights_only", False)
-        return original(*args, **kwargs)
+    RecBole saves its best model (best valid score) with ``_save_checkpoint`` and reloads it
+    in ``evaluate(load_best_model=True)``; here the same weights are kept and restored
+    before ``evaluate(load_best_model=False)``, so no file is written or unpickled.
+    """
 
-    torch.load = load
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.state: dict[str, Any] | None = None
+        self.epoch: int | None = None
+        trainer._save_checkpoint = self.save
+
+    def save(self, epoch: int, verbose: bool = True, **kwargs: Any) -> None:
+        """Same trigger as RecBole's checkpoint; copies ``state_dict`` and ``other_parameter``."""
+        model = self.trainer.model
+        self.state = {
+            "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "other_parameter": copy.deepcopy(model.other_parameter()),
+        }
+        self.epoch = epoch
+
+    def restore(self) -> None:
+        """Load the best weights back, as ``evaluate(load_best_model=True)`` does."""
+        if self.state is None:
+            raise RuntimeError("RecBole never saved a best model (no validation epoch ran)")
+        model = self.trainer.model
+        model.load_state_dict(self.state["state_dict"])
+        model.load_other_parameter(self.state["other_parameter"])
 
 
 def numpy_aliases() -> None:
@@ -141,9 +162,15 @@ def cmd_quality(args: argparse.Namespace) -> dict[str, Any]:
     config, dataset, train_data, valid_data, test_data, trainer = build(args.model, args, extra)
     timer = EpochTimer(trainer, every=10, label=args.model)
     t0 = time.perf_counter()
+    best = BestInMemory(trainer)
     best_valid, best_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     fit_s = time.perf_counter() - t0
-    test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    best.restore()
+    again = trainer.evaluate(valid_data, load_best_model=False, show_progress=False)
+    if abs(float(again["recall@20"]) - float(best_valid)) > 1e-6:
+        raise RuntimeError(f"restored model scores valid Recall@20 {again['recall@20']}, "
+                           f"not the best {best_valid}: the in-memory best model is wrong")
+    test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
     return {
         "model": args.model,
         "users": dataset.user_num - 1, "items": dataset.item_num - 1, "inter": dataset.inter_num,
@@ -270,7 +297,6 @@ def main() -> None:
     for name in ("data_path", "out", "ranking_py", "workdir"):  # before the chdir below
         if getattr(args, name):
             setattr(args, name, os.path.abspath(getattr(args, name)))
-    patch_torch_load()
     logging.getLogger("tensorboard").setLevel(logging.ERROR)
     os.makedirs(args.workdir, exist_ok=True)
     os.chdir(args.workdir)  # RecBole writes log/ and log_tensorboard/ into the working directory
