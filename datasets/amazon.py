@@ -225,59 +225,107 @@ def _csr(user: np.ndarray, item: np.ndarray, n_users: int) -> tuple[torch.Tensor
     return torch.from_numpy(indptr), torch.from_numpy(item[order].astype(np.int64))
 
 
+class _PairSet:
+    """Membership of (user, item) codes ``user * n_items + item``: a bitmap when the code
+    space fits in 32 MiB of bits (a vectorised lookup), else a sorted array searched."""
+
+    BITMAP_LIMIT = 1 << 28
+
+    def __init__(self, codes: np.ndarray, space: int):
+        codes = np.unique(codes.astype(np.int64))
+        self.bits: np.ndarray | None = None
+        self.sorted = codes
+        if space <= self.BITMAP_LIMIT:
+            byte = codes >> 3
+            first = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
+            bits = np.zeros((space + 7) // 8, np.uint8)
+            if len(codes):
+                bits[byte[first]] = np.bitwise_or.reduceat(
+                    np.left_shift(1, codes & 7).astype(np.uint8), first)
+            self.bits = bits
+
+    def contains(self, q: np.ndarray) -> np.ndarray:
+        """Bool mask: which codes of ``q`` are in the set."""
+        if self.bits is not None:
+            return ((self.bits[q >> 3] >> (q & 7).astype(np.uint8)) & 1).astype(bool)
+        if not len(self.sorted):
+            return np.zeros(len(q), bool)
+        pos = np.searchsorted(self.sorted, q).clip(max=len(self.sorted) - 1)
+        return self.sorted[pos] == q
+
+
 class _TrainBatches(Dataset):
-    """One rank's share of global batch ``b``: (users, positive items, sampled negatives).
+    """One rank's share of a group of consecutive global batches: a list of (users, positive
+    items, sampled negatives), one tuple per batch.
 
     Negatives are uniform over items, resampled while they hit the user's training
-    items. They are drawn for the whole global batch from the batch's own seed and then
-    sliced, so N ranks together see exactly the batch one process would.
+    items. They are drawn for the whole group (all its global batches at once, vectorised)
+    from the group's own seed and then sliced per batch and rank, so N ranks together see
+    exactly the batches one process would.
     """
 
     def __init__(self, user: np.ndarray, item: np.ndarray, n_items: int):
         self.user, self.item, self.n_items = user, item, n_items
-        self.known = np.sort(user.astype(np.int64) * n_items + item)
+        self.known = _PairSet(user.astype(np.int64) * n_items + item, (int(user.max()) + 1) * n_items
+                              if len(user) else 0)
 
     def __len__(self) -> int:
         return len(self.user)
 
-    def __getitem__(self, key: tuple[tuple[int, ...], np.ndarray, slice]) -> tuple[torch.Tensor, ...]:
-        batch_seed, idx, share = key
-        rng = np.random.default_rng(list(batch_seed))
+    def __getitem__(self, key: tuple[tuple[int, ...], list[np.ndarray], slice]
+                    ) -> list[tuple[torch.Tensor, ...]]:
+        group_seed, batches, share = key
+        rng = np.random.default_rng(list(group_seed))
+        idx = np.concatenate(batches)
         u, i = self.user[idx], self.item[idx]
         neg = rng.integers(0, self.n_items, len(idx))
-        for _ in range(10):
-            code = u * self.n_items + neg
-            pos = np.searchsorted(self.known, code).clip(max=len(self.known) - 1)
-            clash = self.known[pos] == code
-            if not clash.any():
+        code = u.astype(np.int64) * self.n_items
+        todo = np.arange(len(idx))
+        for _ in range(10):  # only the redrawn negatives are checked again
+            todo = todo[self.known.contains(code[todo] + neg[todo])]
+            if not len(todo):
                 break
-            neg[clash] = rng.integers(0, self.n_items, int(clash.sum()))
-        return tuple(torch.from_numpy(np.ascontiguousarray(a[share])) for a in (u, i, neg))
+            neg[todo] = rng.integers(0, self.n_items, len(todo))
+        out, start = [], 0
+        for rows in batches:
+            part = slice(start, start + len(rows))
+            start += len(rows)
+            out.append(tuple(torch.from_numpy(np.ascontiguousarray(a[part][share]))
+                             for a in (u, i, neg)))
+        return out
 
 
 class _EpochBatchSampler(Sampler):
-    """Yields ``(seed, global batch rows, this rank's slice)``; a fresh permutation per epoch.
+    """Yields ``(seed, [global batch rows, ...], this rank's slice)`` per group of ``group``
+    consecutive batches; a fresh permutation per epoch.
 
     Every rank walks the same permutation and takes a strided share of each global
     batch, so ``batch_size`` stays the global batch size under DDP.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                 group: int = 1):
         self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.group = rank, world, max(1, group)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
+    def n_batches(self) -> int:
+        """Optimiser steps per epoch."""
         return (self.n + self.batch_size - 1) // self.batch_size
+
+    def __len__(self) -> int:
+        return (self.n_batches() + self.group - 1) // self.group
 
     def __iter__(self):
         perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
         share = slice(self.rank, None, self.world)
-        for b in range(len(self)):
-            rows = perm[b * self.batch_size : (b + 1) * self.batch_size]
-            yield (self.seed, self.epoch, b), rows, share
+        bs, nb = self.batch_size, self.n_batches()
+        for g in range(len(self)):
+            batches = [perm[b * bs : (b + 1) * bs]
+                       for b in range(g * self.group, min((g + 1) * self.group, nb))]
+            yield (self.seed, self.epoch, g), batches, share
 
 
 class AmazonDataModule(DataModule):
@@ -288,6 +336,10 @@ class AmazonDataModule(DataModule):
     ``global_time`` at global time cuts, ``loo`` leave-one-out). Processed tensors
     are cached under ``cache_dir`` keyed by the raw files' fingerprint and these
     arguments. ``DATASET=`` names the category read from ``DATA=``.
+
+    Training loader items are groups of ``group_batches`` consecutive batches of
+    ``batch_size`` (the method takes one optimiser step per batch: ``batch_size`` keeps its
+    meaning); grouping spreads Lightning's per-step cost over many small CF steps.
     """
 
     real_data = RealData(category_param="category")
@@ -307,6 +359,7 @@ class AmazonDataModule(DataModule):
         active_share: float = 0.2,
         batch_size: int = 2048,
         eval_batch_size: int = 1024,
+        group_batches: int = 16,
         cache_dir: str = ".cache/harness",
         synthetic: dict[str, Any] | None = None,
         seed: int = 0,
@@ -323,6 +376,9 @@ class AmazonDataModule(DataModule):
         self.active_share = active_share
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
+        if group_batches < 1:
+            raise UserError(f"group_batches must be >= 1; got {group_batches}")
+        self.group_batches = group_batches
         self.cache_dir = Path(cache_dir)
         self.synthetic = SyntheticConfig(**(synthetic or {}))
         self.seed = seed
@@ -456,7 +512,8 @@ class AmazonDataModule(DataModule):
     def train_dataloader(self) -> DataLoader:
         d = self.info
         ds = _TrainBatches(d.train_user.numpy(), d.train_item.numpy(), d.n_items)
-        sampler = _EpochBatchSampler(len(ds), self.batch_size, self.seed, *self._rank_world())
+        sampler = _EpochBatchSampler(len(ds), self.batch_size, self.seed, *self._rank_world(),
+                                     group=self.group_batches)
         return DataLoader(ds, sampler=sampler, batch_size=None)
 
     def _users_loader(self, indptr: torch.Tensor) -> DataLoader:

@@ -75,7 +75,8 @@ class AURL(CFRecommender):
         n = min(self.hparams.group_sample, len(ids))
         return ids[torch.randint(len(ids), (n,), device=ids.device)]
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+    def objective(self, batch: tuple[Tensor, Tensor, Tensor]
+                  ) -> tuple[Tensor, dict[str, Tensor]]:
         u, i, j = batch
         users, items = self.embeddings()
         bpr, emb = self.bpr_loss(u, i, j, embeddings=(users, items))
@@ -87,6 +88,4 @@ class AURL(CFRecommender):
         uniform = (gaussian_uniformity(F.normalize(torch.cat([ua, ui]), dim=-1), t)
                    + gaussian_uniformity(F.normalize(torch.cat([ih, it]), dim=-1), t))  # global uniformity
         loss = bpr + l2 + self.hparams.lambda_ga * align + self.hparams.lambda_gu * uniform
-        self.log_dict({"train/loss": loss, "train/group_align": align,
-                       "train/uniform": uniform}, prog_bar=True)
-        return loss
+        return loss, {"train/loss": loss, "train/group_align": align, "train/uniform": uniform}

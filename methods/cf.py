@@ -2,8 +2,11 @@
 
 Every CF method in the harness is a :class:`CFRecommender`: a backbone
 (:class:`MF` or :class:`LightGCN`) producing user and item embeddings, scores as
-their dot product, and one ``training_step`` holding the method's whole
-objective. Evaluation ranks every item for every user (training items masked,
+their dot product, and one :meth:`CFRecommender.objective` holding the method's
+whole objective on one batch. Training runs several optimiser steps per Lightning
+step (the loader hands over groups of consecutive batches: see
+``AmazonDataModule.group_batches``), which takes Lightning's per-step cost off
+CF's many small steps. Evaluation ranks every item for every user (training items masked,
 and validation items too at test time) in batches on the model's device.
 
 Metrics logged per stage (``val/``, ``test/``): ``recall_K``, ``ndcg_K`` overall,
@@ -39,6 +42,97 @@ def csr_rows_dense(indptr: Tensor, indices: Tensor, rows: Tensor, n_cols: int) -
     cols = indices[first + torch.arange(total, device=rows.device)]
     out[row_ids, cols] = True
     return out
+
+
+class _GatherRows(torch.autograd.Function):
+    """``w[idx]`` for a 2-D ``w``: ``index_select`` forward, ``index_add_`` backward.
+
+    Advanced indexing's backward is ``index_put_(accumulate=True)``, several times slower on
+    CPU than ``index_add_`` for a batch of rows (docs/recbole.md).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, w: Tensor, idx: Tensor) -> Tensor:
+        ctx.save_for_backward(idx)
+        ctx.rows = w.shape[0]
+        return w.index_select(0, idx)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        (idx,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.rows, grad.shape[1]).index_add_(0, idx, grad), None
+
+
+def gather_rows(w: Tensor, idx: Tensor) -> Tensor:
+    """Rows ``idx`` of ``w`` with a scatter-add backward (same values and gradient as ``w[idx]``)."""
+    return _GatherRows.apply(w, idx)
+
+
+class _BPRRows(torch.autograd.Function):
+    """BPR on gathered rows, fused with its gather and an optional L2 on the same rows:
+
+        loss = mean_b w_b * -log sigmoid(e_u . (e_i - e_j))
+               + l2 * (||E_u||^2 + ||E_i||^2 + ||E_j||^2) / (2 B)
+
+    (``l2`` only where the rows are the ego embeddings, i.e. MF). Returns the loss and the
+    gathered rows ``(e_u, e_i, e_j)`` (other terms may use them). The backward is the closed
+    form: with g_b = -w_b sigmoid(-(s_ui - s_uj)) / B and c = l2 / B,
+    d/de_u = g (e_i - e_j) + c e_u, d/de_i = g e_u + c e_i, d/de_j = -g e_u + c e_j, plus
+    whatever reached the returned rows, scattered once per table.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, users: Tensor, items: Tensor, u: Tensor, i: Tensor, j: Tensor,
+                weight: Tensor | None, l2: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        eu, ei, ej = users.index_select(0, u), items.index_select(0, i), items.index_select(0, j)
+        diff = (eu * (ei - ej)).sum(-1)  # s_ui - s_uj
+        per = F.logsigmoid(diff)
+        loss = -((per * weight).mean() if weight is not None else per.mean())
+        if l2:
+            sq = sum(torch.dot(e.reshape(-1), e.reshape(-1)) for e in (eu, ei, ej))
+            loss = loss + l2 * sq / (2 * len(u))
+        ctx.save_for_backward(u, i, j, eu, ei, ej, diff, weight)
+        ctx.shapes, ctx.l2 = (users.shape, items.shape), l2
+        ctx.set_materialize_grads(False)
+        return loss, eu, ei, ej
+
+    @staticmethod
+    def backward(ctx: Any, g_loss: Tensor | None, g_eu: Tensor | None, g_ei: Tensor | None,
+                 g_ej: Tensor | None) -> tuple[Tensor | None, ...]:
+        u, i, j, eu, ei, ej, diff, weight = ctx.saved_tensors
+        if g_loss is not None:
+            n = len(u)
+            coef = torch.sigmoid(diff.neg()).mul_(g_loss.neg() / n)
+            if weight is not None:
+                coef.mul_(weight)
+            coef = coef.unsqueeze(1)
+            c = g_loss * (ctx.l2 / n)
+            geu = torch.sub(ei, ej).mul_(coef)
+            ecoef = torch.mul(eu, coef)
+            if ctx.l2:
+                geu.add_(eu * c)
+                gei = torch.add(ecoef, ei * c)
+                ecoef.sub_(ej * c)  # -(d/de_j)
+            else:  # one tensor serves both unless another term adds to one of them
+                gei = ecoef if g_ei is None and g_ej is None else ecoef.clone()
+            gej, sign = ecoef, -1.0
+        else:
+            geu, gei, gej, sign = torch.zeros_like(eu), torch.zeros_like(ei), torch.zeros_like(ej), 1.0
+        if g_eu is not None:
+            geu = geu.add_(g_eu)
+        if g_ei is not None:
+            gei = gei.add_(g_ei)
+        if g_ej is not None:
+            gej = gej.add_(g_ej, alpha=sign)
+        g_users = g_items = None
+        if ctx.needs_input_grad[0]:
+            g_users = geu.new_zeros(ctx.shapes[0]).index_add_(0, u, geu)
+        if ctx.needs_input_grad[1]:
+            g_items = gei.new_zeros(ctx.shapes[1]).index_add_(0, i, gei)
+            g_items.index_add_(0, j, gej, alpha=sign)
+        return g_users, g_items, None, None, None, None, None
 
 
 class MF(nn.Module):
@@ -135,8 +229,10 @@ class CFRecommender(Method):
     Subclasses write ``training_step`` (their objective) and may add hyperparameters.
     """
 
-    #: 2: MF initialised Xavier-normal; LightGCN's backward by the symmetric product
-    version = "2"
+    #: 2: MF initialised Xavier-normal; LightGCN's backward by the symmetric product.
+    #: 3: fused BPR and Adam kernels, several optimiser steps per Lightning step, and the
+    #: loader's negatives drawn per group of batches (a different random stream)
+    version = "3"
 
     #: metric -> direction, for checkpoint selection, sweeps and report bolding
     metrics: dict[str, str] = {
@@ -149,6 +245,7 @@ class CFRecommender(Method):
                  lr: float = 1e-3, reg: float = 1e-4, ks: tuple[int, ...] = (20,)):
         super().__init__()
         self.save_hyperparameters(ignore=["info"])
+        self.automatic_optimization = False  # training_step steps once per batch of its group
         self.n_users, self.n_items = info.n_users, info.n_items
         if choice("backbone", backbone, BACKBONES) == "mf":
             self.encoder: nn.Module = MF(info.n_users, info.n_items, dim)
@@ -168,17 +265,20 @@ class CFRecommender(Method):
         return self.encoder()
 
     def bpr_loss(self, u: Tensor, i: Tensor, j: Tensor, weight: Tensor | None = None,
-                 embeddings: tuple[Tensor, Tensor] | None = None
+                 embeddings: tuple[Tensor, Tensor] | None = None, reg: float = 0.0
                  ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
-        """BPR (Rendle et al., 2009): -log sigmoid(s_ui - s_uj), optionally weighted per pair.
+        """BPR (Rendle et al., 2009, eq. 7's ln sigma term): mean -log sigmoid(s_ui - s_uj),
+        optionally weighted per pair, plus ``reg`` times :meth:`l2`; fused with its gather
+        (:class:`_BPRRows`; the L2 too on MF, whose scoring rows are the ego rows).
 
         ``embeddings`` lets a caller that already propagated the graph reuse its output.
+        Returns the loss and the scoring rows ``(e_u, e_i, e_j)``.
         """
         users, items = embeddings if embeddings is not None else self.embeddings()
-        eu, ei, ej = users[u], items[i], items[j]
-        diff = (eu * (ei - ej)).sum(-1)  # s_ui - s_uj
-        loss = -F.logsigmoid(diff)
-        loss = (loss * weight).mean() if weight is not None else loss.mean()
+        fuse = isinstance(self.encoder, MF) and embeddings is None
+        loss, eu, ei, ej = _BPRRows.apply(users, items, u, i, j, weight, reg if fuse else 0.0)
+        if reg and not fuse:
+            loss = loss + reg * self.l2(u, i, j, (eu, ei, ej))
         return loss, (eu, ei, ej)
 
     def l2(self, u: Tensor, i: Tensor, j: Tensor,
@@ -192,11 +292,41 @@ class CFRecommender(Method):
         if batch is not None and isinstance(enc, MF):
             eu, ei, ej = batch
         else:
-            eu, ei, ej = enc.user.weight[u], enc.item.weight[i], enc.item.weight[j]
+            w_user, w_item = enc.user.weight, enc.item.weight
+            eu, ei, ej = gather_rows(w_user, u), gather_rows(w_item, i), gather_rows(w_item, j)
         return (eu.pow(2).sum() + ei.pow(2).sum() + ej.pow(2).sum()) / (2 * len(u))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        """Adam; its fused kernel where every parameter allows it (the same update rule)."""
+        params = list(self.parameters())
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+        return torch.optim.Adam(params, lr=self.hparams.lr, fused=fused or None)
+
+    def objective(self, batch: tuple[Tensor, Tensor, Tensor]
+                  ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The method's loss on one batch ``(users, positives, negatives)`` and the scalars
+        to log (``train/...``; averaged over the batches of a Lightning step)."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        """One optimiser step per batch of the group the loader handed over.
+
+        ``batch`` is a list of ``(users, positives, negatives)`` batches (or one batch). Manual
+        optimisation: the same zero_grad / backward / Adam step per batch as Lightning's
+        automatic loop would run, without its per-step cost.
+        """
+        group = batch if isinstance(batch, list) else [batch]
+        opt = self.optimizers()
+        sums: dict[str, Tensor] = {}
+        for b in group:
+            opt.zero_grad(set_to_none=True)
+            loss, logs = self.objective(b)
+            self.manual_backward(loss)
+            opt.step()
+            for k, v in logs.items():
+                v = v.detach()
+                sums[k] = sums[k] + v if k in sums else v
+        self.log_dict({k: v / len(group) for k, v in sums.items()}, prog_bar=True)
 
     # -- evaluation -----------------------------------------------------------------------
 
@@ -270,12 +400,11 @@ class BPR(CFRecommender):
 
     search_space = {"lr": ("log", 1e-4, 1e-2), "reg": ("log", 1e-6, 1e-2)}
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+    def objective(self, batch: tuple[Tensor, Tensor, Tensor]
+                  ) -> tuple[Tensor, dict[str, Tensor]]:
         u, i, j = batch
-        bpr, emb = self.bpr_loss(u, i, j)
-        loss = bpr + self.hparams.reg * self.l2(u, i, j, emb)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+        loss, _ = self.bpr_loss(u, i, j, reg=self.hparams.reg)
+        return loss, {"train/loss": loss}
 
 
 class IPS(CFRecommender):
@@ -297,9 +426,8 @@ class IPS(CFRecommender):
         w = w / (w[info.train_item].mean())
         self.register_buffer("ips_weight", w, persistent=False)
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+    def objective(self, batch: tuple[Tensor, Tensor, Tensor]
+                  ) -> tuple[Tensor, dict[str, Tensor]]:
         u, i, j = batch
-        bpr, emb = self.bpr_loss(u, i, j, weight=self.ips_weight[i])
-        loss = bpr + self.hparams.reg * self.l2(u, i, j, emb)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+        loss, _ = self.bpr_loss(u, i, j, weight=self.ips_weight[i], reg=self.hparams.reg)
+        return loss, {"train/loss": loss}

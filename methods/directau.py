@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.datasets.amazon import RecData
-from harness.methods.cf import CFRecommender
+from harness.methods.cf import CFRecommender, gather_rows
 
 
 def alignment(x: Tensor, y: Tensor) -> Tensor:
@@ -40,13 +40,12 @@ class DirectAU(CFRecommender):
     def __init__(self, info: RecData, gamma: float = 1.0, **kw: Any):
         super().__init__(info, **kw)
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+    def objective(self, batch: tuple[Tensor, Tensor, Tensor]
+                  ) -> tuple[Tensor, dict[str, Tensor]]:
         u, i, _ = batch  # negatives are not used
         users, items = self.embeddings()
-        eu, ei = users[u], items[i]
+        eu, ei = gather_rows(users, u), gather_rows(items, i)
         align = alignment(eu, ei)
         uniform = (uniformity(eu) + uniformity(ei)) / 2
         loss = align + self.hparams.gamma * uniform
-        self.log_dict({"train/loss": loss, "train/align": align, "train/uniform": uniform},
-                      prog_bar=True)
-        return loss
+        return loss, {"train/loss": loss, "train/align": align, "train/uniform": uniform}

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.datasets.amazon import RecData, _csr
+from harness.datasets.amazon import AmazonDataModule, RecData, _csr
 from harness.methods.aurl import AURL, gaussian_uniformity, mmd2
-from harness.methods.cf import BPR, IPS, LightGCN
+from harness.methods.cf import BPR, IPS, LightGCN, gather_rows
 from harness.methods.directau import DirectAU, alignment, uniformity
 
 
@@ -157,17 +157,16 @@ def test_aurl_group_draws_stay_in_their_groups():
 
 @pytest.mark.parametrize("cls", [BPR, IPS, DirectAU, AURL])
 @pytest.mark.parametrize("backbone", ["mf", "lightgcn"])
-def test_training_step_decreases_its_loss(cls, backbone):
+def test_objective_decreases_its_loss(cls, backbone):
     torch.manual_seed(0)
     d = tiny_data()
     m = cls(d, backbone=backbone, dim=8, lr=0.05)
-    m.log = m.log_dict = lambda *a, **k: None  # outside a Trainer
     batch = (d.train_user, d.train_item, torch.remainder(d.train_item + 1, d.n_items))
     opt = m.configure_optimizers()
     first = None
     for _ in range(30):
         torch.manual_seed(1)  # same group draws each step for AURL
-        loss = m.training_step(batch, 0)
+        loss, _ = m.objective(batch)
         first = loss.item() if first is None else first
         opt.zero_grad()
         loss.backward()
@@ -183,8 +182,122 @@ def test_aurl_regularisers_change_the_objective():
     for ga, gu in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)):
         torch.manual_seed(0)
         m = AURL(d, lambda_ga=ga, lambda_gu=gu, dim=8)
-        m.log_dict = lambda *a, **k: None
         torch.manual_seed(1)
-        losses.append(m.training_step(batch, 0).item())
+        losses.append(m.objective(batch)[0].item())
     assert losses[1] > losses[0]  # MMD^2 >= 0 is added
     assert losses[2] < losses[0]  # log-mean-exp uniformity is negative
+
+
+def test_gather_rows_gradient_equals_indexing_with_repeats():
+    torch.manual_seed(0)
+    w = torch.randn(7, 3, requires_grad=True)
+    idx = torch.tensor([0, 3, 3, 6, 0, 0])
+    g = torch.randn(6, 3)
+    (gather_rows(w, idx) * g).sum().backward()
+    mine, w.grad = w.grad.clone(), None
+    (w[idx] * g).sum().backward()
+    assert torch.equal(gather_rows(w, idx), w[idx])
+    assert torch.allclose(mine, w.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("backbone", ["mf", "lightgcn"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fused_bpr_matches_the_formula_and_its_gradient(backbone, weighted):
+    """The fused BPR (closed-form backward, rows reused by L2) against autograd on the plain
+    formula: -mean w * log sigmoid(e_u.(e_i - e_j)) + reg * L2 of the ego rows."""
+    torch.manual_seed(0)
+    d = tiny_data()
+    m = BPR(d, backbone=backbone, dim=8, reg=0.3)
+    u, i, j = torch.tensor([0, 1, 1, 5, 0]), torch.tensor([0, 2, 2, 4, 1]), torch.tensor([3, 4, 0, 0, 3])
+    w = torch.rand(5) + 0.5 if weighted else None
+
+    def plain() -> torch.Tensor:
+        users, items = m.embeddings()
+        eu, ei, ej = users[u], items[i], items[j]
+        per = -torch.nn.functional.logsigmoid((eu * (ei - ej)).sum(-1))
+        bpr = (per * w).mean() if w is not None else per.mean()
+        wu, wi = m.encoder.user.weight, m.encoder.item.weight
+        l2 = (wu[u].pow(2).sum() + wi[i].pow(2).sum() + wi[j].pow(2).sum()) / (2 * len(u))
+        return bpr + 0.3 * l2
+
+    ref = plain()
+    ref.backward()
+    expected = [p.grad.clone() for p in m.encoder.parameters()]
+    bpr, emb = m.bpr_loss(u, i, j, weight=w)  # L2 from the returned rows (AURL's path)
+    for loss in (bpr + 0.3 * m.l2(u, i, j, emb), m.bpr_loss(u, i, j, weight=w, reg=0.3)[0]):
+        m.zero_grad()
+        loss.backward()
+        assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+        for mine, theirs in zip([p.grad for p in m.encoder.parameters()], expected, strict=True):
+            assert torch.allclose(mine, theirs, atol=1e-6), (mine - theirs).abs().max()
+
+
+def test_pair_set_bitmap_and_sorted_agree():
+    from harness.datasets.amazon import _PairSet
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 5000, 800)
+    q = rng.integers(0, 5000, 3000)
+    truth = np.isin(q, codes)
+    small = _PairSet(codes, 5000)
+    assert small.bits is not None and np.array_equal(small.contains(q), truth)
+    big = _PairSet(codes, _PairSet.BITMAP_LIMIT + 1)
+    assert big.bits is None and np.array_equal(big.contains(q), truth)
+
+
+def _grouped_datamodule(group: int, world: int = 1, rank: int = 0) -> AmazonDataModule:
+    dm = AmazonDataModule(batch_size=256, group_batches=group, seed=3,
+                          synthetic={"n_users": 300, "n_items": 200, "n_topics": 5})
+    dm._rank_world = lambda: (rank, world)  # type: ignore[method-assign]
+    return dm
+
+
+def test_grouped_loader_covers_the_epoch_once_with_valid_negatives(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dm = _grouped_datamodule(group=3)
+    info = dm.info
+    loader = dm.train_dataloader()
+    groups = list(loader)
+    sizes = [len(g) for g in groups]
+    n_batches = -(-len(info.train_user) // 256)
+    assert sum(sizes) == n_batches and max(sizes) == 3 and len(groups) == len(loader)
+    u = torch.cat([b[0] for g in groups for b in g])
+    i = torch.cat([b[1] for g in groups for b in g])
+    neg = torch.cat([b[2] for g in groups for b in g])
+    pairs = sorted(zip(u.tolist(), i.tolist(), strict=True))
+    assert pairs == sorted(zip(info.train_user.tolist(), info.train_item.tolist(), strict=True))
+    known = set(pairs)
+    assert not any((a, b) in known for a, b in zip(u.tolist(), neg.tolist(), strict=True))
+    # two ranks' shares of every global batch are exactly the single-process batch
+    shares = [list(_grouped_datamodule(3, 2, r).train_dataloader()) for r in (0, 1)]
+    for g, g0, g1 in zip(groups, *shares, strict=True):
+        for b, b0, b1 in zip(g, g0, g1, strict=True):
+            for t, t0, t1 in zip(b, b0, b1, strict=True):
+                assert torch.equal(t[0::2], t0) and torch.equal(t[1::2], t1)
+
+
+def test_a_lightning_step_takes_one_adam_step_per_batch_of_its_group(tmp_path, monkeypatch):
+    """Manual optimisation over a group equals the plain loop: zero_grad, backward, Adam step
+    per batch, in order (parameters after one epoch agree; the step count is the batches')."""
+    import lightning.pytorch as L
+
+    monkeypatch.chdir(tmp_path)
+    dm = _grouped_datamodule(group=4)
+    batches = [b for g in dm.train_dataloader() for b in g]
+    torch.manual_seed(0)
+    model = BPR(dm.info, backbone="mf", dim=8, lr=0.01, reg=0.01)
+    torch.manual_seed(0)
+    replay = BPR(dm.info, backbone="mf", dim=8, lr=0.01, reg=0.01)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0,
+                        use_distributed_sampler=False)
+    trainer.fit(model, train_dataloaders=dm.train_dataloader())
+    assert trainer.global_step == len(batches)
+    opt = torch.optim.Adam(replay.parameters(), lr=0.01)
+    for b in batches:
+        opt.zero_grad()
+        replay.objective(b)[0].backward()
+        opt.step()
+    for a, b in zip(model.parameters(), replay.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
