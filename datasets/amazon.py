@@ -255,8 +255,8 @@ class _PairSet:
 
 
 class _TrainBatches(Dataset):
-    """One rank's share of a group of consecutive global batches: a list of (users, positive
-    items, sampled negatives), one tuple per batch.
+    """One rank's share of a group of consecutive global batches: (users, positive items,
+    sampled negatives, sizes), the batches end to end (``harness.methods.cf.split_group``).
 
     Negatives are uniform over items, resampled while they hit the user's training
     items. They are drawn for the whole group (all its global batches at once, vectorised)
@@ -273,7 +273,7 @@ class _TrainBatches(Dataset):
         return len(self.user)
 
     def __getitem__(self, key: tuple[tuple[int, ...], list[np.ndarray], slice]
-                    ) -> list[tuple[torch.Tensor, ...]]:
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, ...]]:
         group_seed, batches, share = key
         rng = np.random.default_rng(list(group_seed))
         idx = np.concatenate(batches)
@@ -286,13 +286,11 @@ class _TrainBatches(Dataset):
             if not len(todo):
                 break
             neg[todo] = rng.integers(0, self.n_items, len(todo))
-        out, start = [], 0
-        for rows in batches:
-            part = slice(start, start + len(rows))
-            start += len(rows)
-            out.append(tuple(torch.from_numpy(np.ascontiguousarray(a[part][share]))
-                             for a in (u, i, neg)))
-        return out
+        take = np.concatenate([np.arange(0, len(rows))[share] + start for rows, start in
+                               zip(batches, np.cumsum([0] + [len(r) for r in batches[:-1]]),
+                                   strict=True)])
+        sizes = tuple(len(range(len(rows))[share]) for rows in batches)
+        return (*(torch.from_numpy(np.ascontiguousarray(a[take])) for a in (u, i, neg)), sizes)
 
 
 class _EpochBatchSampler(Sampler):

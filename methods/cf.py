@@ -44,6 +44,17 @@ def csr_rows_dense(indptr: Tensor, indices: Tensor, rows: Tensor, n_cols: int) -
     return out
 
 
+def split_group(batch: tuple[Tensor, ...]) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """The batches of a training loader item: ``(users, positives, negatives, sizes)`` holds
+    ``len(sizes)`` consecutive batches end to end (``AmazonDataModule.group_batches``); a
+    plain ``(users, positives, negatives)`` is one batch."""
+    if len(batch) == 3:
+        return [tuple(batch)]  # type: ignore[list-item]
+    u, i, j, sizes = batch
+    sizes = list(sizes)
+    return list(zip(u.split(sizes), i.split(sizes), j.split(sizes), strict=True))
+
+
 class _GatherRows(torch.autograd.Function):
     """``w[idx]`` for a 2-D ``w``: ``index_select`` forward, ``index_add_`` backward.
 
@@ -103,35 +114,28 @@ class _BPRRows(torch.autograd.Function):
                  g_ej: Tensor | None) -> tuple[Tensor | None, ...]:
         u, i, j, eu, ei, ej, diff, weight = ctx.saved_tensors
         if g_loss is not None:
-            n = len(u)
-            coef = torch.sigmoid(diff.neg()).mul_(g_loss.neg() / n)
+            coef = torch.sigmoid(diff.neg()).mul_(g_loss.neg() / len(u))  # g_b
             if weight is not None:
                 coef.mul_(weight)
             coef = coef.unsqueeze(1)
-            c = g_loss * (ctx.l2 / n)
             geu = torch.sub(ei, ej).mul_(coef)
-            ecoef = torch.mul(eu, coef)
+            gei = torch.mul(eu, coef)
+            gej = torch.mul(eu, coef.neg())
             if ctx.l2:
-                geu.add_(eu * c)
-                gei = torch.add(ecoef, ei * c)
-                ecoef.sub_(ej * c)  # -(d/de_j)
-            else:  # one tensor serves both unless another term adds to one of them
-                gei = ecoef if g_ei is None and g_ej is None else ecoef.clone()
-            gej, sign = ecoef, -1.0
+                c = g_loss * (ctx.l2 / len(u))
+                geu.addcmul_(eu, c)
+                gei.addcmul_(ei, c)
+                gej.addcmul_(ej, c)
         else:
-            geu, gei, gej, sign = torch.zeros_like(eu), torch.zeros_like(ei), torch.zeros_like(ej), 1.0
-        if g_eu is not None:
-            geu = geu.add_(g_eu)
-        if g_ei is not None:
-            gei = gei.add_(g_ei)
-        if g_ej is not None:
-            gej = gej.add_(g_ej, alpha=sign)
+            geu, gei, gej = torch.zeros_like(eu), torch.zeros_like(ei), torch.zeros_like(ej)
+        for g, extra in ((geu, g_eu), (gei, g_ei), (gej, g_ej)):
+            if extra is not None:
+                g.add_(extra)
         g_users = g_items = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0]:  # index_add_ without alpha: its alpha path is several x slower
             g_users = geu.new_zeros(ctx.shapes[0]).index_add_(0, u, geu)
         if ctx.needs_input_grad[1]:
-            g_items = gei.new_zeros(ctx.shapes[1]).index_add_(0, i, gei)
-            g_items.index_add_(0, j, gej, alpha=sign)
+            g_items = gei.new_zeros(ctx.shapes[1]).index_add_(0, i, gei).index_add_(0, j, gej)
         return g_users, g_items, None, None, None, None, None
 
 
@@ -311,11 +315,11 @@ class CFRecommender(Method):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         """One optimiser step per batch of the group the loader handed over.
 
-        ``batch`` is a list of ``(users, positives, negatives)`` batches (or one batch). Manual
-        optimisation: the same zero_grad / backward / Adam step per batch as Lightning's
-        automatic loop would run, without its per-step cost.
+        ``batch``: a group ``(users, positives, negatives, sizes)`` (:func:`split_group`) or one
+        batch. Manual optimisation: the same zero_grad / backward / Adam step per batch as
+        Lightning's automatic loop would run, without its per-step cost.
         """
-        group = batch if isinstance(batch, list) else [batch]
+        group = split_group(batch)
         opt = self.optimizers()
         sums: dict[str, Tensor] = {}
         for b in group:
@@ -326,7 +330,8 @@ class CFRecommender(Method):
             for k, v in logs.items():
                 v = v.detach()
                 sums[k] = sums[k] + v if k in sums else v
-        self.log_dict({k: v / len(group) for k, v in sums.items()}, prog_bar=True)
+        self.log_dict({k: v / len(group) for k, v in sums.items()}, prog_bar=True,
+                      batch_size=len(group))
 
     # -- evaluation -----------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import torch
 
 from harness.datasets.amazon import AmazonDataModule, RecData, _csr
 from harness.methods.aurl import AURL, gaussian_uniformity, mmd2
-from harness.methods.cf import BPR, IPS, LightGCN, gather_rows
+from harness.methods.cf import BPR, IPS, LightGCN, gather_rows, split_group
 from harness.methods.directau import DirectAU, alignment, uniformity
 
 
@@ -257,7 +257,7 @@ def test_grouped_loader_covers_the_epoch_once_with_valid_negatives(tmp_path, mon
     dm = _grouped_datamodule(group=3)
     info = dm.info
     loader = dm.train_dataloader()
-    groups = list(loader)
+    groups = [split_group(g) for g in loader]
     sizes = [len(g) for g in groups]
     n_batches = -(-len(info.train_user) // 256)
     assert sum(sizes) == n_batches and max(sizes) == 3 and len(groups) == len(loader)
@@ -269,7 +269,8 @@ def test_grouped_loader_covers_the_epoch_once_with_valid_negatives(tmp_path, mon
     known = set(pairs)
     assert not any((a, b) in known for a, b in zip(u.tolist(), neg.tolist(), strict=True))
     # two ranks' shares of every global batch are exactly the single-process batch
-    shares = [list(_grouped_datamodule(3, 2, r).train_dataloader()) for r in (0, 1)]
+    shares = [[split_group(g) for g in _grouped_datamodule(3, 2, r).train_dataloader()]
+              for r in (0, 1)]
     for g, g0, g1 in zip(groups, *shares, strict=True):
         for b, b0, b1 in zip(g, g0, g1, strict=True):
             for t, t0, t1 in zip(b, b0, b1, strict=True):
@@ -283,7 +284,7 @@ def test_a_lightning_step_takes_one_adam_step_per_batch_of_its_group(tmp_path, m
 
     monkeypatch.chdir(tmp_path)
     dm = _grouped_datamodule(group=4)
-    batches = [b for g in dm.train_dataloader() for b in g]
+    batches = [b for g in dm.train_dataloader() for b in split_group(g)]
     torch.manual_seed(0)
     model = BPR(dm.info, backbone="mf", dim=8, lr=0.01, reg=0.01)
     torch.manual_seed(0)
