@@ -1,4 +1,5 @@
-# Everything a researcher runs. Variables: METHOD, PROFILE (quick|default|paper), SEEDS,
+# Everything a researcher runs. Variables: METHOD, METHODS (reproduce: "aurl tsformer"; default
+# all), PROFILE (quick|default|paper), SEEDS,
 # DATA, DATASET, BACKBONE (a local Hugging Face model directory: causal LM, ViT or BERT), DEVICES, ACCELERATOR, STRATEGY, NUM_NODES, PRECISION, TUNED=1,
 # TRIALS and ROW (sweep), MLFLOW_TRACKING_URI, OPTUNA_STORAGE.
 PYTHON ?= python3
@@ -18,7 +19,7 @@ ARGS = --profile $(PROFILE) \
 	$(if $(filter 1 yes true,$(TUNED)),--tuned) $(if $(JOBS),--jobs $(JOBS))
 TRIALS ?= 20
 
-.PHONY: setup bench report sweep dashboard list ui test lint clean
+.PHONY: setup bench report sweep reproduce dashboard list ui test lint clean
 
 setup: $(STAMP)
 
@@ -37,6 +38,11 @@ report: setup
 
 sweep: setup
 	$(BIN)/harness sweep $(METHOD) $(ARGS) --trials $(TRIALS) $(if $(ROW),--row $(ROW))
+
+# every benchmark (or METHODS="aurl tsformer") in PROFILE, its report and claims verdicts, then
+# reports/REPRODUCTION.md; finished runs are skipped, so rerunning resumes
+reproduce: setup
+	$(BIN)/harness reproduce $(METHODS) $(ARGS)
 
 dashboard: setup
 	$(BIN)/optuna-dashboard $${OPTUNA_STORAGE:-sqlite:///optuna.db} --host 127.0.0.1 --port $${PORT:-8080}

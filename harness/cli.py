@@ -1,4 +1,4 @@
-"""``harness``: list, bench, report, sweep, sync. A :class:`~harness.errors.UserError` (any
+"""``harness``: list, bench, report, sweep, sync, reproduce. A :class:`~harness.errors.UserError` (any
 family's bad input) ends with one ``error:`` line; Ctrl-C with a line saying how to resume."""
 
 from __future__ import annotations
@@ -7,10 +7,12 @@ import argparse
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from harness import console, registry, spec, tracking
@@ -119,13 +121,22 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 1 if broken else 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+@dataclass
+class _Outcome:
+    """What :func:`_bench` did: exit code, run counts, failed runs, the report written."""
+
+    code: int
+    counts: dict[str, int] = field(default_factory=dict)
+    failed: list[Any] = field(default_factory=list)
+    written: Any = None  # harness.report.Written
+
+
+def _bench(args: argparse.Namespace, bench: spec.Benchmark) -> _Outcome:
+    """Run a loaded benchmark as ``harness bench`` does (finished run keys skipped, interrupted
+    runs resumed), then its report and claims unless ``--no-report``."""
     from harness import report
     from harness.runner import Runner
 
-    _jobs(args)  # a bad $JOBS fails before anything is read
-    tracking.tracking_uri(args.tracking_uri)  # a URI that cannot work fails before anything runs
-    bench = _load(args)
     jobs = _jobs(args, bench.jobs)
     start = time.time()
     runner = Runner(bench, uri=args.tracking_uri, run_dir=args.run_dir,
@@ -135,18 +146,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"{len(bench.config['seeds'])} seeds); tracking {tracking.redact(runner.uri)}", flush=True)
     parent, results = runner.run_all()
     if tracking.global_rank() != 0:  # under torchrun / SLURM only rank 0 reports
-        return 0
+        return _Outcome(0)
     failed = [r for r in results if r.status == "failed"]
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     print(f"\nruns: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
           f"in {time.time() - start:.0f} s", flush=True)
     for r in failed:
         print(f"  FAILED {r.spec.name}: {r.error} (MLflow run {r.run_id}, see error.txt)")
-    if not args.no_report:
-        path, md = report.write(bench, runner.uri, args.reports, run_id=parent)
-        print("\n" + md)
-        print(f"report: {path} (+ .tex, .csv, .png); MLflow run {parent}")
-    return 1 if failed else 0
+    written = None
+    if not getattr(args, "no_report", False):
+        written = report.write_full(bench, runner.uri, args.reports, run_id=parent)
+        print("\n" + written.md)
+        print(f"report: {written.path} (+ .tex, .csv, .png); MLflow run {parent}")
+        _print_claims(written)
+    return _Outcome(1 if failed else 0, counts, failed, written)
+
+
+def _print_claims(written: Any) -> None:
+    from harness import claims
+
+    if written.claims:
+        print("\n" + "\n".join(claims.summary_table(written.claims)))
+        print(f"claims: {claims.count_line(written.claims)}; {written.files[0]} (+ .csv)")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    _jobs(args)  # a bad $JOBS fails before anything is read
+    tracking.tracking_uri(args.tracking_uri)  # a URI that cannot work fails before anything runs
+    return _bench(args, _load(args)).code
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -154,10 +181,123 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     tracking.tracking_uri(args.tracking_uri)
     bench = _load(args)
-    path, md = report.write(bench, args.tracking_uri, args.reports, require_runs=True)
-    print(md)
-    print(f"report: {path} (+ .tex, .csv, .png)")
+    written = report.write_full(bench, args.tracking_uri, args.reports, require_runs=True)
+    print(written.md)
+    print(f"report: {written.path} (+ .tex, .csv, .png)")
+    _print_claims(written)
     return 0
+
+
+# make variables for the flags `harness reproduce` shares with `make reproduce`
+_MAKE_VARS = {"seeds": "SEEDS", "data": "DATA", "dataset": "DATASET", "backbone": "BACKBONE",
+              "devices": "DEVICES", "accelerator": "ACCELERATOR", "strategy": "STRATEGY",
+              "num_nodes": "NUM_NODES", "precision": "PRECISION", "jobs": "JOBS"}
+
+
+def _reproduce_command(args: argparse.Namespace, names: list[str] | None) -> str:
+    """The command that reproduces ``names`` (None: every benchmark) with these options, as
+    ``make reproduce ...`` where make can say it, else as ``harness reproduce ...``."""
+    given = {k: v for k, v in vars(args).items() if v not in (None, False, "")}
+    flags = [f"--profile {shlex.quote(args.profile)}"]
+    flags += [f"--{k.replace('_', '-')} {shlex.quote(str(given[k]))}"
+              for k in (*_MAKE_VARS, "max_epochs") if k in given]
+    flags += ["--tuned"] if given.get("tuned") else []
+    for k, default in (("tracking_uri", None), ("reports", "reports"), ("run_dir", "runs")):
+        if given.get(k, default) != default:
+            flags.append(f"--{k.replace('_', '-')} {shlex.quote(tracking.redact(str(given[k])))}")
+    harness = " ".join(["harness reproduce", *(shlex.quote(n) for n in names or []), *flags])
+    if any(k in given for k in ("max_epochs", "tracking_uri")) or \
+            given.get("reports", "reports") != "reports" or given.get("run_dir", "runs") != "runs":
+        return harness
+    make = ["make reproduce", f"PROFILE={shlex.quote(args.profile)}"]
+    if names:
+        make.append(f"METHODS={shlex.quote(' '.join(names))}")
+    make += [f"{var}={shlex.quote(str(given[k]))}" for k, var in _MAKE_VARS.items() if k in given]
+    make += ["TUNED=1"] if given.get("tuned") else []
+    return " ".join(make)
+
+
+def _paper_of(name: str) -> list[str]:
+    """The ``paper:`` a benchmark's YAML names, read without validating it (for a failed one)."""
+    from pathlib import Path
+
+    try:
+        path = Path(name) if name.endswith((".yaml", ".yml")) else spec.benchmarks_dir() / f"{name}.yaml"
+        raw = spec.read_yaml(path)
+    except UserError:
+        return []
+    paper = raw.get("paper") if isinstance(raw, dict) else None
+    return [paper] if isinstance(paper, str) else []
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Every benchmark named (default: all) as ``harness bench`` runs it, its report and claims,
+    then ``reports/REPRODUCTION.md``. A benchmark that fails is on the page with its error and
+    the others still run; the exit status is 1 if any failed."""
+    import traceback
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from harness import claims
+
+    _jobs(args)
+    uri = tracking.tracking_uri(args.tracking_uri)
+    names = args.benchmarks or spec.available()
+    unknown = [n for n in names if not n.endswith((".yaml", ".yml")) and n not in spec.available()]
+    if unknown:
+        raise UserError(f"no benchmark {', '.join(map(repr, unknown))}; available: "
+                        f"{', '.join(spec.available())} (METHODS=\"aurl tsformer\" with make)")
+    git = tracking.git_info()
+    command = _reproduce_command(args, args.benchmarks or None)
+    page = Path(args.reports) / "REPRODUCTION.md"
+    entries: list[claims.Reproduced] = []
+    for i, name in enumerate(names, 1):
+        print(f"\n=== reproduce {i}/{len(names)}: {name} ({args.profile} profile) ===", flush=True)
+        one = argparse.Namespace(**{**vars(args), "benchmark": name})
+        entry = claims.Reproduced(benchmark=name, profile=args.profile,
+                                  command=_reproduce_command(args, [name]))
+        try:
+            bench = _load(one)
+            entry.benchmark = bench.name
+            entry.alpha = bench.claims_alpha
+            entry.papers = list(dict.fromkeys(c.paper for c in bench.claims)) or \
+                ([bench.config["paper"]] if bench.config.get("paper") else [])
+            outcome = _bench(one, bench)
+            entry.runs = outcome.counts
+            if outcome.failed:
+                entry.status = "runs failed"
+                entry.error = "; ".join(f"{r.spec.name}: {r.error}" for r in outcome.failed)
+            if outcome.written is not None:
+                w = outcome.written
+                entry.results, entry.provenance = w.claims, w.provenance
+                entry.files = [str(w.path), *map(str, w.files)]
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            entry.status, entry.error = "failed", str(exc)
+            entry.papers = entry.papers or _paper_of(name)
+        except Exception as exc:  # a bug in one benchmark does not stop the others
+            if received_signal() is not None:
+                raise
+            traceback.print_exc()
+            entry.status, entry.error = "failed", f"{type(exc).__name__}: {exc}"
+        entries.append(entry)
+        if tracking.global_rank() != 0:  # under torchrun / SLURM only rank 0 writes the page
+            continue
+        page.parent.mkdir(parents=True, exist_ok=True)  # after each: an interrupted run keeps a page
+        page.write_text(claims.reproduction_markdown(
+            entries, args.profile, command, git, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            tracking.redact(uri)))
+    if tracking.global_rank() != 0:
+        return 1 if any(e.status == "failed" for e in entries) else 0
+    print(f"\n{page}:")
+    for e in entries:
+        tally = claims.count_line(e.results) if e.results else "no claims judged"
+        print(f"  {e.benchmark}: {e.status}; {tally}" + (f" ({e.error})" if e.status == "failed" else ""))
+    bad = [e.benchmark for e in entries if e.status != "done"]
+    if bad:
+        print(f"error: {len(bad)} benchmark(s) did not finish cleanly: {', '.join(bad)} (see {page})",
+              file=sys.stderr)
+    return 1 if bad else 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -207,9 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
     sy.set_defaults(fn=cmd_sync)
     for name, fn, help_ in (("bench", cmd_bench, "run a benchmark and print its table"),
                             ("report", cmd_report, "rebuild a benchmark's tables from MLflow"),
-                            ("sweep", cmd_sweep, "tune a method row with an Optuna study")):
+                            ("sweep", cmd_sweep, "tune a method row with an Optuna study"),
+                            ("reproduce", cmd_reproduce, "run benchmarks, judge their papers' claims, "
+                             "write reports/REPRODUCTION.md")):
         s = sub.add_parser(name, help=help_)
-        s.add_argument("benchmark", help="benchmark name (benchmarks/<name>.yaml) or a YAML path")
+        if name == "reproduce":
+            s.add_argument("benchmarks", nargs="*", metavar="benchmark",
+                           help="benchmarks to run (default: every one in benchmarks/)")
+        else:
+            s.add_argument("benchmark", help="benchmark name (benchmarks/<name>.yaml) or a YAML path")
         s.add_argument("--profile", default=os.environ.get("PROFILE") or "default")
         s.add_argument("--seeds", type=_int_arg(1, "a number of seeds >= 1"), default=None,
                        help="number of seeds (0..n-1)")
@@ -229,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--jobs", type=_int_arg(1, "a number of runs at once >= 1"), default=None,
                        help="independent runs at once, each on its own GPU or CPU share "
                        "(default $JOBS or 1)")
-        s.add_argument("--no-report", action="store_true", help="skip the table at the end")
+        if name != "reproduce":
+            s.add_argument("--no-report", action="store_true", help="skip the table at the end")
         s.add_argument("--tuned", action="store_true",
                        help="use the parameters in benchmarks/tuned/<benchmark>-<dataset>.yaml")
         if name == "sweep":

@@ -2,7 +2,9 @@
 
 Writes ``reports/<benchmark>.md``, ``.tex``, ``.csv`` (columns exactly
 ``benchmark,dataset,method,metric,mean,std,n``) and a bar chart per dataset, and
-logs them as artifacts of the given MLflow run.
+logs them as artifacts of the given MLflow run; where the benchmark declares ``claims:``,
+also ``reports/<benchmark>-claims.md`` and ``.csv`` with each claim's verdict
+(:mod:`harness.claims`), logged as a table artifact and ``claim/<id>`` tags.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from harness import claims as claims_mod
 from harness import registry, tracking
 from harness.errors import UserError
 from harness.runner import resolve_keys
@@ -43,9 +46,8 @@ class Cell:
         return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
 
-def _complete_runs(bench: Benchmark, uri: str | None, mlf: Any = None
-                   ) -> list[tuple[Any, dict[str, float]]]:
-    """(run spec, metrics) of each of the benchmark's runs that has a complete MLflow run."""
+def _complete_records(bench: Benchmark, uri: str | None, mlf: Any = None) -> list[tuple[Any, Any]]:
+    """(run spec, MLflow run) of each of the benchmark's runs that has a complete MLflow run."""
     mlf = mlf if mlf is not None else tracking.connect(tracking.tracking_uri(uri))
     exp = mlf.get_experiment_by_name(bench.name)
     if exp is None:
@@ -55,8 +57,14 @@ def _complete_runs(bench: Benchmark, uri: str | None, mlf: Any = None
         runs = [r for r in tracking.runs_with_key(mlf, exp.experiment_id, key)
                 if tracking.is_complete(r)]
         if runs:
-            out.append((spec, runs[0].data.metrics))
+            out.append((spec, runs[0]))
     return out
+
+
+def _complete_runs(bench: Benchmark, uri: str | None, mlf: Any = None
+                   ) -> list[tuple[Any, dict[str, float]]]:
+    """(run spec, metrics) of each of the benchmark's runs that has a complete MLflow run."""
+    return [(spec, run.data.metrics) for spec, run in _complete_records(bench, uri, mlf)]
 
 
 def collect(bench: Benchmark, uri: str | None = None,
@@ -70,6 +78,32 @@ def collect(bench: Benchmark, uri: str | None = None,
                 cells.setdefault((spec.dataset_label, spec.label, m), Cell({})).values[
                     spec.seed] = value
     return cells
+
+
+def collect_all(runs: list[tuple[Any, dict[str, float]]]) -> dict[tuple[str, str, str], Cell]:
+    """(dataset, method row, metric) -> per-seed values of every test metric the runs logged
+    (``test/wc/acc`` as ``wc/acc``): what claims are judged from, table or not."""
+    cells: dict[tuple[str, str, str], Cell] = {}
+    for spec, metrics in runs:
+        for k, v in metrics.items():
+            if k.startswith("test/"):
+                cells.setdefault((spec.dataset_label, spec.label, k[5:]), Cell({})).values[
+                    spec.seed] = v
+    return cells
+
+
+def provenance(records: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """What a report rests on, from the runs' tags: their number and seeds, the commits they
+    were made at (``(dirty)`` when the tree had changes) and each dataset's data fingerprints."""
+    fps: dict[str, set[str]] = {}
+    commits: set[str] = set()
+    for spec, run in records:
+        tags = run.data.tags
+        fps.setdefault(spec.dataset_label, set()).add(tags.get("data_fingerprint", "?"))
+        commit = tags.get("git_commit", "unknown")[:12]
+        commits.add(commit + (" (dirty)" if tags.get("git_dirty") == "true" else ""))
+    return {"runs": len(records), "seeds": sorted({s.seed for s, _ in records}),
+            "commits": sorted(commits), "fingerprints": {d: sorted(v) for d, v in fps.items()}}
 
 
 def _curve_regex(pattern: str) -> re.Pattern[str]:
@@ -315,6 +349,17 @@ def bar_chart(bench: Benchmark, cells: dict, path: Path) -> list[Path]:
     return paths
 
 
+@dataclass
+class Written:
+    """What :func:`write_full` wrote: the table (path and text) and the claims' verdicts."""
+
+    path: Path
+    md: str
+    claims: list[claims_mod.Result]
+    files: list[Path]
+    provenance: dict[str, Any]
+
+
 def write(bench: Benchmark, uri: str | None = None, out_dir: str | Path = "reports",
           run_id: str | None = None, require_runs: bool = False) -> tuple[Path, str]:
     """Build every report file; log them to ``run_id`` (or a new report run). Returns (md path, md).
@@ -323,9 +368,19 @@ def write(bench: Benchmark, uri: str | None = None, out_dir: str | Path = "repor
     cannot answer. ``require_runs``: refuse, leaving existing reports alone, when the store
     holds no finished run of the benchmark (``harness report`` before any ``harness bench``).
     """
+    out = write_full(bench, uri, out_dir, run_id, require_runs)
+    return out.path, out.md
+
+
+def write_full(bench: Benchmark, uri: str | None = None, out_dir: str | Path = "reports",
+               run_id: str | None = None, require_runs: bool = False) -> Written:
+    """:func:`write`, returning also the claims' verdicts (``reports/<benchmark>-claims.md`` and
+    ``.csv``, a table artifact and ``claim/<id>`` tags on the run, when the benchmark declares
+    claims) and the provenance of the runs."""
     uri = tracking.tracking_uri(uri)
     mlf = tracking.connect(uri)
-    runs = _complete_runs(bench, uri, mlf)
+    records = _complete_records(bench, uri, mlf)
+    runs = [(spec, run.data.metrics) for spec, run in records]
     if require_runs and not runs:
         raise UserError(
             f"no finished runs of benchmark {bench.name} (profile {bench.profile}) in "
@@ -355,6 +410,10 @@ def write(bench: Benchmark, uri: str | None = None, out_dir: str | Path = "repor
     curves = collect_curves(bench, runs) if bench.curves else {}
     if curves:
         files += curve_chart(bench, curves, out / f"{bench.name}-curves.png")
+    prov = provenance(records)
+    results = claims_mod.evaluate_all(bench, collect_all(runs)) if bench.claims else []
+    claim_files = claims_mod.write(bench, results, out, prov) if results else []
+    files += claim_files
     if run_id is None:
         exp_id = tracking.ensure_experiment(mlf, bench.name, uri)
         run = mlf.create_run(exp_id, run_name=f"{bench.name}-report",
@@ -363,4 +422,6 @@ def write(bench: Benchmark, uri: str | None = None, out_dir: str | Path = "repor
         mlf.set_terminated(run_id, "FINISHED")
     for f in files:
         mlf.log_artifact(run_id, str(f), "report")
-    return files[0], md
+    if results:
+        claims_mod.log(mlf, run_id, bench, results)
+    return Written(files[0], md, results, claim_files, prov)

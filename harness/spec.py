@@ -10,7 +10,8 @@ readable from one file and the method's signature.
 
 Before anything runs, :func:`validate` checks the file in every profile: YAML syntax, types,
 ranges, and every name it references (entry points and their parameters, Trainer and
-EarlyStopping arguments, rows, the metrics the methods declare); each problem is one line,
+EarlyStopping arguments, rows, the metrics the methods declare, the rows, metrics and datasets
+the paper claims name: :mod:`harness.claims`); each problem is one line,
 ``<file>: <key path>: <problem>; <what to do>``.
 """
 
@@ -32,6 +33,7 @@ from typing import Any, Literal, NoReturn, Union, get_args, get_origin
 
 import yaml
 
+from harness import claims as claims_mod
 from harness import registry
 from harness.cache import stable_hash
 from harness.errors import UserError
@@ -39,7 +41,7 @@ from harness.errors import UserError
 _TOP_KEYS = {
     "name", "description", "proposed", "methods", "datasets", "seeds", "monitor", "table",
     "trainer", "early_stopping", "profiles", "requires_data", "requires_backbone", "curves",
-    "selection", "jobs",
+    "selection", "jobs", "paper", "claims", "claims_alpha",
 }
 
 
@@ -122,6 +124,16 @@ class Benchmark:
     def jobs(self) -> int | None:
         """Runs at once when neither ``--jobs`` nor ``$JOBS`` says (``jobs:``), else None."""
         return self.config.get("jobs")
+
+    @property
+    def claims(self) -> list[claims_mod.Claim]:
+        """The paper claims this benchmark declares (``claims:``; :mod:`harness.claims`)."""
+        return claims_mod.parse(self.config)
+
+    @property
+    def claims_alpha(self) -> float:
+        """Significance level of the claims' one-sided tests (``claims_alpha:``, default 0.05)."""
+        return float(self.config.get("claims_alpha") or claims_mod.DEFAULT_ALPHA)
 
     @property
     def curves(self) -> dict[str, dict[str, Any]]:
@@ -397,6 +409,10 @@ def read_yaml(path: Path) -> Any:
             at = line if line in tabbed else tabbed[0]
             raise UserError(f"{path}:{at}: a tab in the indentation; YAML allows spaces only, "
                             "indent with spaces") from None
+        if mark is not None and line and re.search(r":\s*[<>]=?\s*(,|}|$)", lines[line - 1]
+                                                   if line <= len(lines) else ""):
+            raise UserError(f"{path}:{line}: a bare comparison ({lines[line - 1].strip()}); YAML "
+                            'reads > as the start of a text block: quote it, direction: ">="') from None
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         context = getattr(exc, "context", None)
         cmark = getattr(exc, "context_mark", None)
@@ -927,6 +943,7 @@ class _Check:
             if not isinstance(curve.get("log", False), bool):
                 self.fail(("curves", name, "log"), f"{_kind(curve['log'])}, not a boolean",
                           "write true or false")
+        claims_mod.validate(cfg, rows, set(criteria), self.fail)
 
     def trainer(self, cfg: dict[str, Any]) -> None:
         trainer = self.mapping(("trainer",), cfg.get("trainer"), "{max_epochs: 10, accelerator: cpu}")

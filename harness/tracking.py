@@ -166,7 +166,7 @@ class _ReadOnlyClient:
     """
 
     _WRITES = ("create_experiment", "restore_experiment", "update_run", "set_tag", "log_param",
-               "log_metric", "log_batch", "log_text", "log_artifact", "log_artifacts",
+               "log_metric", "log_batch", "log_text", "log_table", "log_artifact", "log_artifacts",
                "set_terminated", "delete_run")
 
     def __init__(self, make: Any):

@@ -2,7 +2,7 @@
 
 import csv
 
-from harness import tracking
+from harness import claims, tracking
 from harness.cli import main
 from harness.datasets.amazon import SyntheticConfig, write_synthetic
 
@@ -50,6 +50,16 @@ def test_quick_bench_records_reports_and_skips(workdir, capsys):
         assert m["overhead_share"] == 1 - m["steps_seconds"] / m["run_seconds"]
     artifacts = {a.path for a in mlf.list_artifacts(parent_id, "report")}
     assert {"report/aurl.md", "report/aurl.csv", "report/aurl.tex", "report/aurl.png"} <= artifacts
+    # the claims (harness/claims.py): files, a table artifact and tags on the parent run
+    assert {"report/aurl-claims.md", "report/aurl-claims.csv"} <= artifacts
+    assert [a.path for a in mlf.list_artifacts(parent_id, "claims")] == ["claims/aurl-claims.json"]
+    tags = parents[0].data.tags
+    verdicts = {k: v for k, v in tags.items() if k.startswith("claim/")}
+    assert len(verdicts) == 10 and set(verdicts.values()) <= set(claims.VERDICTS)
+    # one seed: no claim can hold significantly, and no p-value is printed
+    assert tags["claims.holds"] == "0" and sum(int(tags[t]) for t in claims.COUNT_TAGS.values()) == 10
+    with open(workdir / "reports" / "aurl-claims.csv") as f:
+        assert {r["p"] for r in csv.DictReader(f)} == {""}
 
     # same command again: every run key already has a finished run
     assert main(["bench", "aurl", "--profile", "quick", "--no-progress", "--no-report"]) == 0
