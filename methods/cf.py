@@ -215,11 +215,11 @@ class LightGCN(nn.Module):
     def forward(self) -> tuple[Tensor, Tensor]:
         e = torch.cat([self.user.weight, self.item.weight])
         adj = self.adjacency(e.device)
-        layers = [e]
+        total = e
         for _ in range(self.n_layers):
             e = _SymmetricSpMM.apply(adj, e)
-            layers.append(e)
-        out = torch.stack(layers).mean(0)
+            total = total + e  # a running sum: no stacked copy of every layer
+        out = total / (self.n_layers + 1)
         return out[: self.n_users], out[self.n_users :]
 
 

@@ -158,7 +158,9 @@ class EpochTimer:
 
 def cmd_quality(args: argparse.Namespace) -> dict[str, Any]:
     """RecBole's default training (lr 1e-3, <= 300 epochs or ``--max-epochs``), then its test."""
-    extra = {"epochs": args.max_epochs} if args.max_epochs else {}
+    extra: dict[str, Any] = {"epochs": args.max_epochs} if args.max_epochs else {}
+    if args.stopping_step:
+        extra["stopping_step"] = args.stopping_step
     config, dataset, train_data, valid_data, test_data, trainer = build(args.model, args, extra)
     timer = EpochTimer(trainer, every=10, label=args.model)
     t0 = time.perf_counter()
@@ -291,6 +293,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--max-epochs", type=int, default=0, help="quality: cap on epochs (0: 300)")
+    p.add_argument("--stopping-step", type=int, default=0,
+                   help="quality: RecBole's stopping_step (0: its default 10)")
     p.add_argument("--ranking-py", default=None)
     p.add_argument("--out", required=True)
     args = p.parse_args()

@@ -441,6 +441,8 @@ def format_table(models: Sequence[str], timing: dict[str, dict[str, Any]],
             rcell = ""
             if rb:
                 cap = f" ({rb['settings']['epochs']} epochs)" if rb["settings"]["epochs"] < 300 else ""
+                if rb["settings"].get("stopping_step", 10) != 10:
+                    cap += f" (stopping_step {rb['settings']['stopping_step']})"
                 rcell = f"{rb['test']['recall@20']:.4f} / {rb['test']['ndcg@20']:.4f}{cap}"
             lines.append(f"| {label} test Recall@20 / NDCG@20 | {', '.join(cells)} | {rcell} | |")
     notes = []
@@ -459,6 +461,7 @@ def format_table(models: Sequence[str], timing: dict[str, dict[str, Any]],
         if rb:
             s = rb["settings"]
             cap = f", capped at {s['epochs']} epochs" if s["epochs"] < 300 else ""
+            cap += f", stopping_step {s.get('stopping_step', 10)}"
             notes.append(f"- {MODELS[m][2]}, RecBole (lr {s['learning_rate']}{cap}): "
                          f"{rb['epochs_run']} epochs, best validation epoch {rb['best_epoch']} "
                          f"(Recall@20 {_f(rb['best_valid_recall_20'], 4)})")
@@ -506,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="working folder (default .cache/recbole-side/<time>)")
     p.add_argument("--max-epochs", type=int, default=0,
                    help="quality: cap the epochs on both sides (0: each side's own limit)")
+    p.add_argument("--recbole-stopping-step", type=int, default=0,
+                   help="quality: RecBole's stopping_step (0: its default, 10 validations "
+                        "without a gain); LightGCN at lr 1e-3 can sit on a plateau longer")
     p.add_argument("--merge", type=Path, nargs="+", default=None,
                    help="only print the table combined from these report.json files")
     p.add_argument("--no-metric-check", action="store_true")
@@ -598,11 +604,12 @@ def main(argv: list[str] | None = None) -> int:
             spent[f"quality harness {prof}"] = time.perf_counter() - t0
         for m in models:
             t0 = time.perf_counter()
-            say(f"quality, RecBole {MODELS[m][1]} (its defaults: lr 1e-3, <= 300 epochs, "
-                "stopping_step 10)")
-            rb = recbole_call(py, "quality", work, rb_root, MODELS[m][1],
-                              ["--max-epochs", str(args.max_epochs)] if args.max_epochs else [],
-                              args.batch_size)
+            stop = args.recbole_stopping_step or 10
+            say(f"quality, RecBole {MODELS[m][1]} (lr 1e-3, <= 300 epochs, stopping_step {stop})")
+            extra = ["--max-epochs", str(args.max_epochs)] if args.max_epochs else []
+            if args.recbole_stopping_step:
+                extra += ["--stopping-step", str(args.recbole_stopping_step)]
+            rb = recbole_call(py, "quality", work, rb_root, MODELS[m][1], extra, args.batch_size)
             quality[m]["recbole"] = rb
             say(f"  RecBole {MODELS[m][1]}: test Recall@20 {rb['test']['recall@20']:.4f}, "
                 f"NDCG@20 {rb['test']['ndcg@20']:.4f} ({rb['epochs_run']} epochs, best "
