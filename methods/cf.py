@@ -59,7 +59,7 @@ class _GatherRows(torch.autograd.Function):
     """``w[idx]`` for a 2-D ``w``: ``index_select`` forward, ``index_add_`` backward.
 
     Advanced indexing's backward is ``index_put_(accumulate=True)``, several times slower on
-    CPU than ``index_add_`` for a batch of rows (docs/recbole.md).
+    CPU than ``index_add_`` for a batch of rows (docs/aurl.md, "The training step").
     """
 
     @staticmethod
@@ -230,7 +230,8 @@ BACKBONES = ("mf", "lightgcn")
 class CFRecommender(Method):
     """Base of every CF method: backbone, optimiser, full-ranking validation and test.
 
-    Subclasses write ``training_step`` (their objective) and may add hyperparameters.
+    Subclasses write :meth:`objective` (their loss on one batch) and may add hyperparameters;
+    :meth:`training_step` runs one optimiser step per batch of each loader group.
     """
 
     #: 2: MF initialised Xavier-normal; LightGCN's backward by the symmetric product.
