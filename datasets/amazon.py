@@ -286,10 +286,10 @@ class _TrainBatches(Dataset):
             if not len(todo):
                 break
             neg[todo] = rng.integers(0, self.n_items, len(todo))
-        take = np.concatenate([np.arange(0, len(rows))[share] + start for rows, start in
-                               zip(batches, np.cumsum([0] + [len(r) for r in batches[:-1]]),
-                                   strict=True)])
-        sizes = tuple(len(range(len(rows))[share]) for rows in batches)
+        ends = np.cumsum([len(rows) for rows in batches])
+        parts = [np.arange(end - len(rows), end)[share] for rows, end in zip(batches, ends, strict=True)]
+        take = np.concatenate(parts)
+        sizes = tuple(len(p) for p in parts)
         return (*(torch.from_numpy(np.ascontiguousarray(a[take])) for a in (u, i, neg)), sizes)
 
 

@@ -69,15 +69,11 @@ def _complete_runs(bench: Benchmark, uri: str | None, mlf: Any = None
 
 def collect(bench: Benchmark, uri: str | None = None,
             runs: list[tuple[Any, dict[str, float]]] | None = None) -> dict[tuple[str, str, str], Cell]:
-    """(dataset, method row, metric) -> per-seed test values of the benchmark's complete runs."""
-    cells: dict[tuple[str, str, str], Cell] = {}
-    for spec, metrics in (_complete_runs(bench, uri) if runs is None else runs):
-        for m in bench.table:
-            value = metrics.get(f"test/{m}")
-            if value is not None:
-                cells.setdefault((spec.dataset_label, spec.label, m), Cell({})).values[
-                    spec.seed] = value
-    return cells
+    """(dataset, method row, metric) -> per-seed test values of the benchmark's complete runs,
+    for the table's metrics (:func:`collect_all` keeps every test metric)."""
+    table = set(bench.table)
+    cells = collect_all(_complete_runs(bench, uri) if runs is None else runs)
+    return {key: cell for key, cell in cells.items() if key[2] in table}
 
 
 def collect_all(runs: list[tuple[Any, dict[str, float]]]) -> dict[tuple[str, str, str], Cell]:
