@@ -401,14 +401,27 @@ class AmazonSeqDataModule(DataModule):
 
 
 def collate_lm(batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-    """Right-padded prompt + answer; the loss sees only the answer's tokens."""
+    """Right-padded prompt + answer rows, and where the answers are.
+
+    ``answer_rows`` / ``answer_cols`` are the (row, position) pairs whose next token is an
+    answer token and ``targets`` those tokens: the loss
+    (:func:`harness.methods.llmrec.lm_loss`) sees only the answers, and the LM head runs on
+    those positions only.
+    """
     n = max(len(p) + len(a) for p, a in batch)
     ids = torch.zeros(len(batch), n, dtype=torch.long)
     mask = torch.zeros(len(batch), n, dtype=torch.long)
-    labels = torch.full((len(batch), n), -100, dtype=torch.long)
+    rows: list[int] = []
+    cols: list[int] = []
+    targets: list[int] = []
     for j, (p, a) in enumerate(batch):
-        seq = p + a
-        ids[j, : len(seq)] = torch.tensor(seq)
-        mask[j, : len(seq)] = 1
-        labels[j, len(p) : len(seq)] = torch.tensor(a)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if not p or not a:
+            raise ValueError("every training example needs a prompt and an answer")
+        ids[j, : len(p) + len(a)] = torch.tensor(p + a)
+        mask[j, : len(p) + len(a)] = 1
+        rows += [j] * len(a)
+        cols += range(len(p) - 1, len(p) + len(a) - 1)
+        targets += a
+    return {"input_ids": ids, "attention_mask": mask, "answer_rows": torch.tensor(rows),
+            "answer_cols": torch.tensor(cols), "targets": torch.tensor(targets),
+            "n_examples": torch.tensor(len(batch))}

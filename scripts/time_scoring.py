@@ -64,6 +64,9 @@ def main() -> None:
                    help="users timed in the one-user modes (0: all)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one call of the last mode (torch.profiler: top operators "
+                        "by device time, and the call's wall time against its kernels' sum)")
     p.add_argument("--train", action="store_true",
                    help="also time LoRA training (r 16, lr 2e-4, bf16 on GPU) in tokens/s")
     args = p.parse_args()
@@ -163,8 +166,30 @@ def main() -> None:
         ratio = statistics.median(a / b for a, b in zip(v, first, strict=True))
         print(f"{label}: {statistics.median(v):,.0f} candidates/s (rounds {min(v):,.0f}-"
               f"{max(v):,.0f}); x{ratio:.2f} the first mode (median of per-round ratios)")
+    if args.profile:
+        profile_call(*runs[list(runs)[-1]], label=list(runs)[-1], device=args.device)
     if args.train:
         time_lora_training(model, args)
+
+
+def profile_call(fn: Any, n: int, label: str, device: str) -> None:
+    """One call of ``fn`` under torch.profiler: the 20 costliest operators by device time
+    (CPU time on the CPU), and the call's wall time beside the sum of its kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with torch.no_grad(), profile(activities=acts) as prof:
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        wall = time.perf_counter() - t
+    key = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    events = prof.key_averages()
+    kernels = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e6
+    print(f"profile of {label}: {n} candidates, wall {wall:.3f} s (under the profiler), "
+          f"kernels {kernels:.3f} s")
+    print(events.table(sort_by=key, row_limit=20, max_name_column_width=60))
 
 
 def sync(device: str) -> None:

@@ -204,3 +204,55 @@ def test_pretraining_teaches_the_catalogue_language_and_is_cached(tmp_path):
     again, _, _ = pretrain_small_lm(train, lm_cfg, tmp_path / "cache")  # loaded, not retrained
     for a, b in zip(model.parameters(), again.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def _padded_loss(model, batch):
+    """The old right-padded batch with HF's own label loss (the reference for packing)."""
+    n = max(len(p) + len(a) for p, a in batch)
+    ids = torch.zeros(len(batch), n, dtype=torch.long)
+    mask = torch.zeros(len(batch), n, dtype=torch.long)
+    labels = torch.full((len(batch), n), -100, dtype=torch.long)
+    for j, (p, a) in enumerate(batch):
+        ids[j, : len(p) + len(a)] = torch.tensor(p + a)
+        mask[j, : len(p) + len(a)] = 1
+        labels[j, len(p) : len(p) + len(a)] = torch.tensor(a)
+    return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_answer_only_lm_loss_equals_hf_label_loss(arch):
+    """lm_loss (the LM head at the answers' positions only, through a peft model's decoder)
+    gives HF's label loss on the padded batch and the same LoRA gradients; answers read one
+    position late (the targets' own positions) give a different loss."""
+    from peft import LoraConfig, get_peft_model
+
+    from harness.datasets.amazon_seq import collate_lm
+    from harness.methods.llmrec import lm_loss
+
+    torch.manual_seed(1)
+    model = get_peft_model(tiny_lm(arch, init=0.2), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    prompts, cands = ragged_users(2)
+    batch = [(p, c[0]) for p, c in zip(prompts, cands, strict=True)]
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in lora]
+
+    b = collate_lm(batch)
+    assert int(b["n_examples"]) == len(batch) and len(b["targets"]) == sum(len(a) for _, a in batch)
+    loss = lm_loss(model, b)
+    g = grads(loss)
+    ref = _padded_loss(model, batch)
+    g_ref = grads(ref)
+    torch.testing.assert_close(loss, ref, atol=1e-5, rtol=0)
+    for x, y in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+    late = dict(b, answer_cols=b["answer_cols"] + 1)
+    with torch.no_grad():
+        assert abs(lm_loss(model, late) - ref) > 1e-3
+    model.disable_adapter_layers()  # the adapters matter: without them the loss moves
+    with torch.no_grad():
+        assert abs(lm_loss(model, b) - ref) > 1e-4
