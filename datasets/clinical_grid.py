@@ -184,81 +184,24 @@ def resolve_columns(path: Path, wanted: dict[str, object], source: str, where: s
     return {c: lower[c.lower()] for c in wanted}
 
 
-def _ranges(path: Path, size: int) -> tuple[int, list[tuple[int, int]]]:
-    """A plain file's byte ranges of about ``size`` bytes, each ending at a line end (after the
-    header line, whose end is returned first)."""
-    import os
-
-    total = os.path.getsize(path)
-    out: list[tuple[int, int]] = []
-    with open(path, "rb") as fh:
-        fh.readline()
-        start = head = fh.tell()
-        while start < total:
-            end = min(start + size, total)
-            if end < total:
-                fh.seek(end)
-                fh.readline()
-                end = fh.tell()
-            out.append((start, end))
-            start = end
-    return head, out
-
-
-def _gz_blocks(path: Path, size: int):
-    """A gzip file's decompressed content after the header line, in blocks of about ``size`` bytes
-    that end at a line end. Decompressed by ISA-L (``isal``, about twice zlib's speed) when it is
-    installed, else by pyarrow's zlib."""
-    try:
-        from isal import igzip
-
-        stream = igzip.open(path, "rb")
-    except ImportError:
-        import pyarrow as pa
-
-        stream = pa.input_stream(str(path), compression="gzip")
-    with stream:
-        yield from _line_blocks(stream, size)
-
-
-def _line_blocks(stream, size: int):
-    rest = b""
-    first = True
-    while True:
-        block = stream.read(size)
-        if not block:
-            if rest:
-                yield rest
-            return
-        buf = rest + block
-        if first:
-            buf = buf[buf.find(b"\n") + 1:]
-            first = False
-        cut = buf.rfind(b"\n") + 1
-        if cut:
-            yield buf[:cut]
-            rest = buf[cut:]
-        else:
-            rest = buf
-
-
 def map_csv(path: Path, columns: dict[str, object], fn, source: str, where: str,
             block_mb: int = 16, workers: int | None = None):
     """``fn(batch)`` for each block of a plain or ``.gz`` CSV, in file order, computed on
     ``workers`` threads (default: the CPU count, at least 2): each parses its block with pyarrow,
     converting only ``columns`` (name -> pyarrow type; names matched case-insensitively and given
     to ``fn`` under the wanted spelling) into one ``pyarrow.RecordBatch``. At most ``workers + 1``
-    blocks are in flight, so memory stays bounded whatever the file's size. A plain file's blocks
-    are read by the workers themselves (``os.pread``); a gzip file is decompressed by the caller's
-    thread. Rows must not contain line breaks inside quoted values (true of the MIMIC, eICU and
-    PhysioNet tables). A value that does not parse is a :class:`DataFormatError` naming the file."""
+    blocks are in flight, so memory stays bounded whatever the file's size (the blocks come from
+    :func:`harness.datasets.blocks.map_blocks`: a plain file's read by the workers themselves with
+    ``os.pread``, a gzip file's decompressed on one thread). Rows must not contain line breaks
+    inside quoted values (true of the MIMIC, eICU and PhysioNet tables). A value that does not
+    parse is a :class:`DataFormatError` naming the file."""
     import os
     import re
-    from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    from harness.datasets.blocks import map_blocks
     from harness.errors import DataFormatError
 
     names = resolve_columns(path, columns, source, where)
@@ -290,31 +233,11 @@ def map_csv(path: Path, columns: dict[str, object], fn, source: str, where: str,
                                             for o, w in zip(order, wanted, strict=True)], names=wanted)
         return fn(batch)
 
-    gz = path.suffix == ".gz"
-    fd = None if gz else os.open(path, os.O_RDONLY)
-
-    def read_range(r: tuple[int, int]):
-        return parse(os.pread(fd, r[1] - r[0], r[0]), r[0])
-
     try:
-        with ThreadPoolExecutor(workers) as ex:
-            pending = []
-            jobs = _gz_blocks(path, size) if gz else _ranges(path, size)[1]
-            try:
-                for job in jobs:
-                    pending.append(ex.submit(parse if gz else read_range, job))
-                    while len(pending) > workers:
-                        yield pending.pop(0).result()
-                while pending:
-                    yield pending.pop(0).result()
-            finally:
-                for f in pending:
-                    f.cancel()
+        yield from map_blocks(path, parse, gz=path.suffix == ".gz", block_bytes=size, workers=workers,
+                              skip_header=True)
     except OSError as exc:
         raise DataFormatError(f"{source}: {path.name} cannot be read ({exc}); {where}") from None
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 def stream_csv(path: Path, columns: dict[str, object], source: str, where: str,
