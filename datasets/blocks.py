@@ -4,7 +4,8 @@ One reader for the large line-oriented files: the Amazon reviews (:mod:`amazon_r
 clinical CSV tables (:func:`harness.datasets.clinical_grid.map_csv`). A plain file's blocks are
 read by the workers themselves (``os.pread``, so reading is parallel too); a gzip file is
 decompressed on one thread (ISA-L, about twice zlib's speed, on a thread of its own; pyarrow's
-zlib without ``isal``). At most ``workers + 1`` blocks are in flight, so memory stays bounded
+zlib without ``isal``). At most ``2 workers + 1`` blocks are in flight (the consumer falls
+behind now and then without idling the workers), so memory stays bounded
 whatever the file's size, and the results come back in file order.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +26,8 @@ _BOM = codecs.BOM_UTF8
 
 
 def map_blocks(path: str | Path, fn: Callable[[bytes, int | None], T], *, gz: bool,
-               block_bytes: int, workers: int, skip_header: bool = False) -> Iterator[T]:
+               block_bytes: int, workers: int, skip_header: bool = False,
+               reuse_buffers: bool = False) -> Iterator[T]:
     """``fn(data, offset)`` for each block of whole lines of ``path``, computed on ``workers``
     threads and yielded in file order.
 
@@ -35,13 +38,32 @@ def map_blocks(path: str | Path, fn: Callable[[bytes, int | None], T], *, gz: bo
     decompression error), the blocks read before are still yielded, then the error is raised; an
     exception of ``fn`` (or of a worker's read) is raised when its block's turn comes. Close the
     generator (``contextlib.closing``) to stop early: the pending blocks are cancelled.
+
+    ``reuse_buffers`` (plain files): each worker reads its blocks into one ``bytearray`` of its
+    own, reused block after block (fresh memory for every block costs a page fault per 4 KiB),
+    so ``fn`` must keep nothing that points into ``data`` (copies only).
     """
     size = max(1, int(block_bytes))
     workers = max(1, int(workers))
     fd = None if gz else os.open(path, os.O_RDONLY)
 
+    local = threading.local()
+
     def read_range(r: tuple[int, int]) -> T:
-        return fn(os.pread(fd, r[1] - r[0], r[0]), r[0])
+        if not reuse_buffers:
+            return fn(os.pread(fd, r[1] - r[0], r[0]), r[0])
+        buf = getattr(local, "buf", None)
+        n = r[1] - r[0]
+        if buf is None:
+            buf = local.buf = bytearray(n)
+        elif len(buf) > n:
+            del buf[n:]  # (shrinking keeps the allocation)
+        elif len(buf) < n:
+            buf.extend(bytes(n - len(buf)))
+        got = os.preadv(fd, [buf], r[0])
+        if got != n:  # the file shrank under us: what pread would have returned
+            del buf[got:]
+        return fn(buf, r[0])
 
     def decompressed(data: bytes) -> T:
         return fn(data, None)
@@ -63,7 +85,7 @@ def map_blocks(path: str | Path, fn: Callable[[bytes, int | None], T], *, gz: bo
                         failed = exc
                         break
                     pending.append(ex.submit(work, job))
-                    while len(pending) > workers:
+                    while len(pending) > 2 * workers:
                         yield pending.popleft().result()
                 while pending:
                     yield pending.popleft().result()

@@ -158,8 +158,9 @@ print(json.dumps({"lines": stats.lines, "malformed": stats.malformed, "rows": le
 
 
 def read_once(which: str, path: Path, fmt: str, workers: int, old_file: str) -> dict:
+    # run outside the checkout: its harness/ folder would shadow the installed package's mapping
     out = subprocess.run([sys.executable, "-c", _CHILD, which, str(path), fmt, str(workers), old_file],
-                         capture_output=True, text=True, cwd=REPO)
+                         capture_output=True, text=True, cwd=path.parent)
     if out.returncode:
         raise SystemExit(f"{which} reader failed on {path}:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

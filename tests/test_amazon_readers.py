@@ -743,9 +743,15 @@ def test_scanner_hashes_match_the_table(fmt):
              .encode() for u, i in ids]
     spec = ar._BlockSpec(fmt, scanner(fmt))
     arr = np.frombuffer(b"\n".join(lines) + b"\n", dtype=np.uint8)
-    _n, g, _status, _starts, rows = spec.kernel(arr, *spec.args)
+    out = ar._outputs(arr.tobytes(), len(arr), spec.per_line)
+    _n, g, _status, _starts, rows, ua, ia = spec.kernel(arr, *out, *spec.args)
     assert g == len(lines) - (20 if fmt == "csv" else 0)  # (non-ASCII CSV ids: per-line path)
-    for begin, end, hashes in ((ar._R_U0, ar._R_U1, ar._R_UH), (ar._R_I0, ar._R_I1, ar._R_IH)):
-        local = ar._block_ids(spec.intern, [(arr, rows[begin], rows[end], rows[hashes])])
-        again = ar._block_ids(spec.intern, [(arr, rows[begin], rows[end], ar._NO_HASHES)])
+    good = [k for k, (u, i) in enumerate(ids) if fmt != "csv" or (u + i).isascii()]
+    for vals, begin, end, hashes, col in ((ua, ar._R_U0, ar._R_U1, ar._R_UH, 0),
+                                          (ia, ar._R_I0, ar._R_I1, ar._R_IH, 1)):
+        # the scanner's copies of the ids, in line order
+        assert [vals[a:b].tobytes().decode() for a, b in zip(rows[begin], rows[end], strict=True)] \
+            == [ids[k][col] for k in good]
+        local = ar._block_ids(spec.intern, [(vals, rows[begin], rows[end], rows[hashes])])
+        again = ar._block_ids(spec.intern, [(vals, rows[begin], rows[end], ar._NO_HASHES)])
         assert np.array_equal(local[3], again[3]) and np.array_equal(local[0], again[0])
