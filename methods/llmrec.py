@@ -247,7 +247,8 @@ def lm_loss(model: torch.nn.Module, batch: dict[str, Tensor]) -> Tensor:
     rows, cols = batch["answer_rows"], batch["answer_cols"]
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     cfg = base.config
-    if any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logits_scaling")):
+    if any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logits_scaling",
+                                            "logit_scale")):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        use_cache=False).logits[rows, cols]
     else:  # the LoRA layers live inside the decoder: calling it directly keeps them

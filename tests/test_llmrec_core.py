@@ -256,3 +256,29 @@ def test_answer_only_lm_loss_equals_hf_label_loss(arch):
     model.disable_adapter_layers()  # the adapters matter: without them the loss moves
     with torch.no_grad():
         assert abs(lm_loss(model, b) - ref) > 1e-4
+
+
+def test_lm_loss_takes_the_plain_path_for_scaled_logits():
+    """A model whose logits are scaled after the head (Granite's logits_scaling): lm_loss
+    still equals HF's label loss (the head-only shortcut would not)."""
+    from transformers import GraniteConfig, GraniteForCausalLM
+
+    from harness.datasets.amazon_seq import collate_lm
+    from harness.methods.llmrec import lm_loss
+
+    torch.manual_seed(0)
+    model = GraniteForCausalLM(GraniteConfig(
+        vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, logits_scaling=4.0,
+        initializer_range=0.2)).eval()
+    prompts, cands = ragged_users(3)
+    batch = [(p, c[0]) for p, c in zip(prompts, cands, strict=True)]
+    with torch.no_grad():
+        ref = _padded_loss(model, batch)
+        torch.testing.assert_close(lm_loss(model, collate_lm(batch)), ref, atol=1e-5, rtol=0)
+        b = collate_lm(batch)  # what the shortcut would compute: the head without the scaling
+        hidden = model.get_decoder()(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                     use_cache=False).last_hidden_state
+        unscaled = torch.nn.functional.cross_entropy(
+            model.get_output_embeddings()(hidden[b["answer_rows"], b["answer_cols"]]), b["targets"])
+        assert abs(unscaled - ref) > 1e-3
