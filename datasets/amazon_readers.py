@@ -756,6 +756,7 @@ def _parse_block(data: bytes, spec: _BlockSpec) -> _Block:
     if spec.kernel is None:
         return _parse_lines(buf, data, spec)
     arr = np.frombuffer(buf, dtype=np.uint8)
+    arr.flags.writeable = False  # a reused bytearray too: one compiled version of the scanner
     n, _g, status, starts, rows, ua, ia = spec.kernel(arr, *_outputs(buf, len(arr), spec.per_line),
                                                       *spec.args)
     ts = rows[_R_TS] // spec.div if spec.div != 1 else rows[_R_TS]
