@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from harness import console, registry, spec, tracking
+from harness import console, registry, spec
 from harness.errors import (
     Interrupted,
     UserError,
@@ -23,6 +23,20 @@ from harness.errors import (
     received_signal,
     restore_signals,
 )
+
+
+class _Lazy:
+    """``harness.tracking`` on first attribute access: it imports Lightning (seconds), which
+    ``harness list`` does not need. (Not importlib's LazyLoader: a lazy module left in
+    ``sys.modules`` is touched, and so imported, in the middle of torch's own import.)"""
+
+    def __getattr__(self, name: str) -> Any:
+        from harness import tracking as module
+
+        return getattr(module, name)
+
+
+tracking: Any = _Lazy()
 
 _TRAINER_FLAGS = ("accelerator", "devices", "strategy", "num_nodes", "precision", "max_epochs")
 
@@ -104,10 +118,14 @@ def _load(args: argparse.Namespace) -> spec.Benchmark:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.check:  # the plugins import Lightning: configure and quiet its loggers first
+        import lightning.pytorch  # noqa: F401
+
+        console.quiet()
     broken = 0
     for kind in ("method", "dataset"):
         print(f"{kind}s:")
-        for name, target, doc, problem in registry.describe(kind):
+        for name, target, doc, problem in registry.describe(kind, check_contract=args.check):
             print(f"  {name:<12} {target:<45} {doc}")
             if problem:
                 broken += 1
@@ -339,8 +357,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="harness", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="registered methods, datasets and benchmarks").set_defaults(
-        fn=cmd_list)
+    ls = sub.add_parser("list", help="registered methods, datasets and benchmarks")
+    ls.add_argument("--check", action="store_true",
+                    help="also import every plugin and check it against the contract (seconds: "
+                         "torch and Lightning); without it the list is read from the sources")
+    ls.set_defaults(fn=cmd_list, light=True)
     sy = sub.add_parser("sync", help="deliver MLflow writes kept locally while the server was away")
     sy.add_argument("--tracking-uri", default=None)
     sy.add_argument("--run-dir", default="runs")
@@ -392,9 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    import lightning.pytorch  # noqa: F401  (configures its loggers on import; quiet them after)
+    if not getattr(args, "light", False):  # `harness list` reads sources: no Lightning (seconds)
+        import lightning.pytorch  # noqa: F401  (configures its loggers on import; quiet them after)
 
-    console.quiet()
+        console.quiet()
     previous = raise_on_signals()
     try:
         return args.fn(args)

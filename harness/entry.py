@@ -21,4 +21,9 @@ def main() -> None:
         code = cli_main()
     except Interrupted as exc:
         code = exc.report()
+    except BrokenPipeError:  # `harness list | head`: the reader left; no traceback
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     sys.exit(code)

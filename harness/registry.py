@@ -53,15 +53,44 @@ def check(kind: str, obj: Any, name: str = "") -> None:
     (api.check_method if kind == "method" else api.check_dataset)(obj, name)
 
 
-def describe(kind: str) -> list[tuple[str, str, str, str]]:
-    """(name, import path, first docstring line, what breaks the contract or "") per entry."""
+def describe(kind: str, check_contract: bool = True) -> list[tuple[str, str, str, str]]:
+    """(name, import path, first docstring line, what breaks the contract or "") per entry.
+
+    Without ``check_contract`` nothing is imported: the docstring is read from the class's
+    source (``ast``), so listing costs no torch or Lightning import (seconds); a plugin
+    whose source cannot be read is imported as before."""
     rows = []
     for name, ep in sorted(_entry_points(kind).items()):
         problem = ""
-        try:
-            obj = load(kind, name)
-            doc = (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
-        except UserError as exc:  # a broken plugin must not hide the others
-            doc, problem = "", str(exc)
+        doc = None if check_contract else _static_doc(ep.value)
+        if doc is None:
+            try:
+                obj = load(kind, name)
+                doc = (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
+            except UserError as exc:  # a broken plugin must not hide the others
+                doc, problem = "", str(exc)
         rows.append((name, ep.value, doc, problem))
     return rows
+
+
+def _static_doc(target: str) -> str | None:
+    """The first docstring line of ``module:Class`` read from the module's source without
+    importing it (its parent packages are imported to find it); None where the source or
+    the class cannot be found."""
+    import ast
+    import importlib.util
+
+    module, _, attr = target.partition(":")
+    try:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            return None
+        with open(spec.origin, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read(), spec.origin)
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == attr:
+            doc = ast.get_docstring(node) or ""
+            return doc.strip().splitlines()[0] if doc.strip() else ""
+    return None

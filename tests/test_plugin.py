@@ -142,9 +142,12 @@ def test_contract_breaking_plugins_are_named(workdir, monkeypatch, capsys):
     _install(workdir, monkeypatch, {"fake-bad": "NotAMethod", "fake-hides": "HidesParams"})
     with pytest.raises(UserError, match="not a harness.api.Method"):
         registry.load("method", "fake-bad")
-    assert main(["list"]) == 1
+    assert main(["list", "--check"]) == 1
     out = capsys.readouterr()
     assert "BROKEN" in out.out and "fake-bad" in out.out and "aurl" in out.out
+    assert main(["list"]) == 0  # read from the sources: listed, nothing imported or checked
+    out = capsys.readouterr()
+    assert "fake-bad" in out.out and "BROKEN" not in out.out
     bench = BENCH.replace("fake-linefit", "fake-hides").replace("seeds: 2", "seeds: 1")
     (workdir / "hides.yaml").write_text(bench)
     assert main(["bench", str(workdir / "hides.yaml"), "--no-progress", "--no-report"]) == 2
