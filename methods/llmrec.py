@@ -181,10 +181,92 @@ def _score_chunk_full(model: torch.nn.Module, prompts: list[list[int]],
     return _token_logp(logits[rows.to(device), at.to(device)], cands, cmask)
 
 
+def _chunks_tree(prompts: list[list[int]], candidates: list[list[list[int]]],
+                 max_batch_tokens: int) -> list[list[tuple[int, int]]]:
+    """Whole users cut into chunks whose padded size (rows x longest row, a row being the
+    prompt followed by all the user's candidates) stays within the budget; users longest
+    row first. A user over the budget gets a chunk of its own."""
+    size = [len(prompts[u]) + sum(len(c) for c in candidates[u]) for u in range(len(prompts))]
+    out: list[list[tuple[int, int]]] = []
+    cur: list[tuple[int, int]] = []
+    rows = longest = 0
+    for u in sorted(range(len(prompts)), key=lambda u: -size[u]):
+        if cur and (rows + 1) * max(longest, size[u]) > max_batch_tokens:
+            out.append(cur)
+            cur, rows, longest = [], 0, 0
+        cur += [(u, j) for j in range(len(candidates[u]))]
+        rows, longest = rows + 1, max(longest, size[u])
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _score_chunk_tree(model: torch.nn.Module, prompts: list[list[int]],
+                      candidates: list[list[list[int]]], pairs: list[tuple[int, int]],
+                      pad_id: int, device: torch.device) -> Tensor:
+    """One row per user: the prompt, then each candidate (positions restarting after the
+    prompt for each), under a 4-D mask where a candidate token sees the prompt and the
+    earlier tokens of its own candidate only: one model call, the prompt encoded once, no
+    per-candidate copy of its key/value cache. The head runs at the positions that predict
+    a candidate token only."""
+    mine: dict[int, list[int]] = {}
+    for u, j in pairs:
+        mine.setdefault(u, []).append(j)
+    grouped = [(u, j) for u, js in mine.items() for j in js]  # the rows' order
+    ids_rows, pos_rows, own_rows = [], [], []
+    where_row: list[int] = []
+    where_col: list[int] = []
+    targets: list[int] = []
+    for r, (u, js) in enumerate(mine.items()):
+        p = prompts[u]
+        ids, pos, own = list(p), list(range(len(p))), [-1] * len(p)
+        for k, j in enumerate(js):
+            c = candidates[u][j]
+            start = len(ids)
+            ids += c
+            pos += range(len(p), len(p) + len(c))
+            own += [k] * len(c)
+            where_row += [r] * len(c)
+            where_col += [len(p) - 1, *range(start, start + len(c) - 1)]
+            targets += c
+        ids_rows.append(ids)
+        pos_rows.append(pos)
+        own_rows.append(own)
+    n = max(len(x) for x in ids_rows)
+    ids_t = torch.tensor([x + [pad_id] * (n - len(x)) for x in ids_rows], device=device)
+    pos_t = torch.tensor([x + [0] * (n - len(x)) for x in pos_rows], device=device)
+    own_t = torch.tensor([x + [-2] * (n - len(x)) for x in own_rows], device=device)
+    q = torch.arange(n, device=device)
+    causal = q.unsqueeze(0) <= q.unsqueeze(1)  # [query, key]: the key at or before the query
+    ok = causal & ((own_t.unsqueeze(1) == -1) | (own_t.unsqueeze(1) == own_t.unsqueeze(2)))
+    # (a padding query sees the padding up to itself: no fully masked row)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    dtype = base.get_input_embeddings().weight.dtype
+    mask = torch.zeros(ok.shape, dtype=dtype, device=device).masked_fill(
+        ~ok, torch.finfo(dtype).min).unsqueeze(1)
+    rows = torch.tensor(where_row, device=device)
+    cols = torch.tensor(where_col, device=device)
+    if any(getattr(base.config, k, None) for k in ("final_logit_softcapping", "logits_scaling",
+                                                   "logit_scale")):
+        logits = model(input_ids=ids_t, attention_mask=mask, position_ids=pos_t,
+                       use_cache=False).logits[rows, cols]
+    else:
+        hidden = base.get_decoder()(input_ids=ids_t, attention_mask=mask, position_ids=pos_t,
+                                    use_cache=False).last_hidden_state
+        logits = base.get_output_embeddings()(hidden[rows, cols])
+    logp = torch.log_softmax(logits, -1, dtype=torch.float32)
+    tok = logp.gather(-1, torch.tensor(targets, device=device).unsqueeze(-1)).squeeze(-1)
+    lengths = torch.tensor([len(candidates[u][j]) for u, j in grouped], device=device)
+    which = torch.repeat_interleave(torch.arange(len(grouped), device=device), lengths)
+    out = torch.zeros(len(grouped), dtype=torch.float32, device=device).index_add(0, which, tok)
+    at = {x: k for k, x in enumerate(grouped)}
+    return out[torch.tensor([at[x] for x in pairs], device=device)]
+
+
 def score_candidates_batch(model: torch.nn.Module, prompts: list[list[int]],
                            candidates: list[list[list[int]]], share_prefix: bool = True,
                            pad_id: int = 0, grad: bool = False,
-                           max_batch_tokens: int = 32768) -> list[Tensor]:
+                           max_batch_tokens: int = 32768, layout: str = "cache") -> list[Tensor]:
     """:func:`score_candidates` for many users at once: one [C_u] float32 tensor per user.
 
     Users may differ in prompt length, candidate count and candidate lengths. The
@@ -207,17 +289,28 @@ def score_candidates_batch(model: torch.nn.Module, prompts: list[list[int]],
     costs candidates x (prefix + candidate). Without ``share_prefix`` every pair is one
     right-padded row prompt + candidate (batched full re-encoding).
 
+    ``layout="tree"`` (with ``share_prefix``) instead puts each user in one row, the prompt
+    followed by all its candidates, under a 4-D mask where each candidate sees the prompt and
+    itself (:func:`_score_chunk_tree`): one model call per chunk of whole users, no copies
+    of the prompt's cache, no padding of candidates to the longest, at the price of
+    attention over the row (prompt + all candidates)^2 per user.
+
     ``grad=True`` keeps the graph. Prompts and candidates must be non-empty.
     """
     if len(prompts) != len(candidates):
         raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists")
     if any(not p for p in prompts) or any(not c for cs in candidates for c in cs):
         raise ValueError("prompts and candidates must be non-empty token lists")
+    if layout not in ("cache", "tree"):
+        raise ValueError(f"layout must be 'cache' or 'tree', not {layout!r}")
+    tree = share_prefix and layout == "tree"
     device = next(model.parameters()).device
     pieces: list[list[Tensor]] = [[] for _ in prompts]
-    score = _score_chunk_shared if share_prefix else _score_chunk_full
+    score = _score_chunk_tree if tree else _score_chunk_shared if share_prefix else _score_chunk_full
+    chunks = (_chunks_tree(prompts, candidates, max_batch_tokens) if tree
+              else _chunks(prompts, candidates, share_prefix, max_batch_tokens))
     with torch.set_grad_enabled(grad):
-        for pairs in _chunks(prompts, candidates, share_prefix, max_batch_tokens):
+        for pairs in chunks:
             s = score(model, prompts, candidates, pairs, pad_id, device)
             bounds = [0]  # runs of one user's pairs (contiguous within a chunk)
             for k in range(1, len(pairs)):
@@ -268,8 +361,9 @@ class LoRARec(Method):
     by title log-likelihood: examples arrive one per step and are queued, then scored
     ``eval_batch_users`` at a time (the rest at the epoch's end) by
     :func:`score_candidates_batch` in chunks of at most ``eval_batch_tokens`` padded
-    positions. Both set only speed and memory: the metrics equal one-user-at-a-time scoring
-    up to float round-off.
+    positions, each user's prompt and candidates in one row (``eval_layout="tree"``; or
+    ``"cache"``: the prompt's cache copied to one row per candidate). These set only speed
+    and memory: the metrics equal one-user-at-a-time scoring up to float round-off.
     """
 
     metrics = {"hr_1": "max", "hr_3": "max", "hr_5": "max", "ndcg_3": "max", "ndcg_5": "max",
@@ -280,7 +374,7 @@ class LoRARec(Method):
                  lr: float = 2e-3, domains: tuple[str, ...] | str | None = None,
                  target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
                  dtype: str | None = None, eval_batch_users: int = 32,
-                 eval_batch_tokens: int = 32768):
+                 eval_batch_tokens: int = 32768, eval_layout: str = "tree"):
         super().__init__()
         from peft import LoraConfig, get_peft_model
 
@@ -293,6 +387,8 @@ class LoRARec(Method):
                             f"{sorted(info.splits)} (or use domains: all)")
         if eval_batch_users < 1 or eval_batch_tokens < 1:
             raise UserError("eval_batch_users and eval_batch_tokens must be >= 1")
+        if eval_layout not in ("cache", "tree"):
+            raise UserError(f"eval_layout must be 'tree' or 'cache', not {eval_layout!r}")
         self.domains = list(domains) if domains else [info.target]
         base = load_causal_lm(info.base_dir, dtype)  # LoRA weights stay float32 (peft's default)
         self.model = get_peft_model(base, LoraConfig(
@@ -331,7 +427,8 @@ class LoRARec(Method):
         examples, self._queue = self._queue, []
         scores = score_candidates_batch(self.model, [e[0] for e in examples],
                                         [e[1] for e in examples],
-                                        max_batch_tokens=self.hparams.eval_batch_tokens)
+                                        max_batch_tokens=self.hparams.eval_batch_tokens,
+                                        layout=self.hparams.eval_layout)
         self._record(examples, scores)
 
     def _record(self, examples: list[Any], scores: list[Tensor]) -> None:

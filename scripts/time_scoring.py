@@ -18,7 +18,9 @@ and candidates of the ``weaverec`` benchmark's two-source dataset.
 
 Modes (``--modes``): ``one-shared`` / ``one-full`` score one user per call with / without
 the shared prefix (on the first ``--one-users`` users); ``batch-shared`` / ``batch-full``
-score ``--batch-users`` users per call, once per ``--max-batch-tokens`` value. The modes
+score ``--batch-users`` users per call, once per ``--max-batch-tokens`` value;
+``batch-tree`` is ``batch-shared`` with ``layout="tree"`` (a user's prompt and candidates in
+one row under a 4-D mask, no cache copies). The modes
 run in turn, ``--rounds`` times, the order reversed every other round (the machine's load
 drifts); each line is one mode's median over rounds, its range, and the median over
 rounds of its rate over the first mode's in the same round. float32 on CPU
@@ -37,7 +39,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 from harness.methods.llmrec import score_candidates, score_candidates_batch
 
-MODES = ("one-shared", "one-full", "batch-shared", "batch-full")
+MODES = ("one-shared", "one-full", "batch-shared", "batch-full", "batch-tree")
 
 
 def main() -> None:
@@ -139,14 +141,15 @@ def main() -> None:
                        sum(len(c) for _, c in one))
         else:
             for budget in map(int, args.max_batch_tokens.split(",")):
-                share = m == "batch-shared"
+                share = m != "batch-full"
+                layout = "tree" if m == "batch-tree" else "cache"
 
-                def call(share: bool = share, budget: int = budget) -> None:
+                def call(share: bool = share, budget: int = budget, layout: str = layout) -> None:
                     for k in range(0, len(users), step):
                         part = users[k : k + step]
                         score_candidates_batch(model, [pr for pr, _ in part],
                                                [cs for _, cs in part], share_prefix=share,
-                                               max_batch_tokens=budget)
+                                               max_batch_tokens=budget, layout=layout)
 
                 runs[f"{m} (users/call {step}, tokens {budget})"] = (call, n_cands)
     rates: dict[str, list[float]] = {k: [] for k in runs}

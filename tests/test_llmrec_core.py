@@ -129,21 +129,24 @@ def test_batched_scores_in_bfloat16():
     ref = score_candidates_batch(tiny_lm("qwen2", init=0.2), prompts, cands)
     model = tiny_lm("qwen2", torch.bfloat16, init=0.2)
     batched = score_candidates_batch(model, prompts, cands, max_batch_tokens=50)
-    for p, c, b, r in zip(prompts, cands, batched, ref, strict=True):
-        assert b.dtype == torch.float32 and torch.isfinite(b).all()
+    tree = score_candidates_batch(model, prompts, cands, max_batch_tokens=50, layout="tree")
+    for p, c, b, r, t in zip(prompts, cands, batched, ref, tree, strict=True):
+        assert b.dtype == torch.float32 and torch.isfinite(b).all() and torch.isfinite(t).all()
         torch.testing.assert_close(b, score_candidates(model, p, c), atol=0.1, rtol=0.02)
         torch.testing.assert_close(b, r, atol=0.1, rtol=0.02)
+        torch.testing.assert_close(t, r, atol=0.1, rtol=0.02)
 
 
-def test_lora_rec_evaluates_in_batches_with_unchanged_metrics(workdir):
+@pytest.mark.parametrize("layout", ["tree", "cache"])
+def test_lora_rec_evaluates_in_batches_with_unchanged_metrics(workdir, layout):
     """Validation through LoRARec's queue (ragged batches of 7 users, small chunks) logs the
-    same metrics as scoring and measuring one example at a time."""
+    same metrics as scoring and measuring one example at a time, in either layout."""
     from harness.datasets.amazon_seq import AmazonSeqDataModule
     from harness.methods.llmrec import LoRARec
 
     dm = AmazonSeqDataModule(domains=("Beauty", "Toys"), target="Toys", n_candidates=10,
                              synthetic={"n_users": 60, "n_items": 50}, pretrain={"steps": 20})
-    model = LoRARec(dm.info, eval_batch_users=7, eval_batch_tokens=300).eval()
+    model = LoRARec(dm.info, eval_batch_users=7, eval_batch_tokens=300, eval_layout=layout).eval()
     logged = {}
     model.log_dict = lambda d, **kw: logged.update({k: v.item() for k, v in d.items()})
     examples = list(dm.val_dataloader())
@@ -282,3 +285,43 @@ def test_lm_loss_takes_the_plain_path_for_scaled_logits():
         unscaled = torch.nn.functional.cross_entropy(
             model.get_output_embeddings()(hidden[b["answer_rows"], b["answer_cols"]]), b["targets"])
         assert abs(unscaled - ref) > 1e-3
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("budget", [32768, 60, 1])  # one chunk; several; one user each
+def test_tree_layout_scores_equal_one_by_one(arch, budget):
+    """layout="tree" (a user's prompt and all its candidates in one row, each candidate
+    masked to the prompt and itself) gives the one-user scores; with the candidates allowed
+    to see each other (the mask's own-candidate rule broken) it does not."""
+    model = tiny_lm(arch, init=0.2)
+    prompts, cands = ragged_users()
+    tree = score_candidates_batch(model, prompts, cands, max_batch_tokens=budget, layout="tree")
+    for p, c, t in zip(prompts, cands, tree, strict=True):
+        assert t.shape == (len(c),) and t.dtype == torch.float32
+        torch.testing.assert_close(t, score_candidates(model, p, c), atol=1e-5, rtol=0)
+
+
+def test_tree_layout_fails_when_candidates_see_each_other(monkeypatch):
+    import harness.methods.llmrec as llmrec
+
+    model = tiny_lm("llama", init=0.2)
+    prompts, cands = ragged_users()
+    real_eq = torch.Tensor.__eq__
+    calls = []
+
+    def leaky_eq(a, b):  # the "same candidate" test of the mask always true
+        out = real_eq(a, b)
+        if isinstance(b, torch.Tensor) and a.dim() == 3 and b.dim() == 3:
+            calls.append(1)
+            return torch.ones_like(out)
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "__eq__", leaky_eq)
+    leaky = llmrec.score_candidates_batch(model, prompts, cands, layout="tree")
+    monkeypatch.undo()
+    assert calls
+    diffs = [(t - score_candidates(model, p, c)).abs().max()
+             for p, c, t in zip(prompts, cands, leaky, strict=True) if len(c) > 1]
+    assert max(diffs) > 1e-2
+    with pytest.raises(ValueError, match="layout"):
+        score_candidates_batch(model, prompts, cands, layout="packed")
