@@ -242,6 +242,8 @@ def _score_chunk_tree(model: torch.nn.Module, prompts: list[list[int]],
     # (a padding query sees the padding up to itself: no fully masked row)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     dtype = base.get_input_embeddings().weight.dtype
+    if torch.is_autocast_enabled(device.type):  # the queries' dtype under autocast (bf16-mixed)
+        dtype = torch.get_autocast_dtype(device.type)
     mask = torch.zeros(ok.shape, dtype=dtype, device=device).masked_fill(
         ~ok, torch.finfo(dtype).min).unsqueeze(1)
     rows = torch.tensor(where_row, device=device)
