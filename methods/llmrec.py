@@ -201,6 +201,19 @@ def _chunks_tree(prompts: list[list[int]], candidates: list[list[list[int]]],
     return out
 
 
+def _logits_at(model: torch.nn.Module, rows: Tensor, cols: Tensor, **inputs: Tensor) -> Tensor:
+    """Logits at positions (rows, cols) only: the decoder on the whole input, the LM head on
+    those hidden states. Models whose logits are more than the head of the last hidden state
+    (soft-capped or scaled) take the plain path (all logits, then the positions)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if any(getattr(base.config, k, None) for k in ("final_logit_softcapping", "logits_scaling",
+                                                   "logit_scale")):
+        return model(**inputs, use_cache=False).logits[rows, cols]
+    # the LoRA layers live inside the decoder: calling it directly keeps them
+    hidden = base.get_decoder()(**inputs, use_cache=False).last_hidden_state
+    return base.get_output_embeddings()(hidden[rows, cols])
+
+
 def _score_chunk_tree(model: torch.nn.Module, prompts: list[list[int]],
                       candidates: list[list[list[int]]], pairs: list[tuple[int, int]],
                       pad_id: int, device: torch.device) -> Tensor:
@@ -248,14 +261,8 @@ def _score_chunk_tree(model: torch.nn.Module, prompts: list[list[int]],
         ~ok, torch.finfo(dtype).min).unsqueeze(1)
     rows = torch.tensor(where_row, device=device)
     cols = torch.tensor(where_col, device=device)
-    if any(getattr(base.config, k, None) for k in ("final_logit_softcapping", "logits_scaling",
-                                                   "logit_scale")):
-        logits = model(input_ids=ids_t, attention_mask=mask, position_ids=pos_t,
-                       use_cache=False).logits[rows, cols]
-    else:
-        hidden = base.get_decoder()(input_ids=ids_t, attention_mask=mask, position_ids=pos_t,
-                                    use_cache=False).last_hidden_state
-        logits = base.get_output_embeddings()(hidden[rows, cols])
+    logits = _logits_at(model, rows, cols, input_ids=ids_t, attention_mask=mask,
+                        position_ids=pos_t)
     logp = torch.log_softmax(logits, -1, dtype=torch.float32)
     tok = logp.gather(-1, torch.tensor(targets, device=device).unsqueeze(-1)).squeeze(-1)
     lengths = torch.tensor([len(candidates[u][j]) for u, j in grouped], device=device)
@@ -339,18 +346,8 @@ def lm_loss(model: torch.nn.Module, batch: dict[str, Tensor]) -> Tensor:
     model's FLOPs, and its float32 logits most of a step's memory). Models whose logits are
     more than the head of the last hidden state (soft-capped or scaled) take the plain path.
     """
-    rows, cols = batch["answer_rows"], batch["answer_cols"]
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cfg = base.config
-    if any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logits_scaling",
-                                            "logit_scale")):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       use_cache=False).logits[rows, cols]
-    else:  # the LoRA layers live inside the decoder: calling it directly keeps them
-        hidden = base.get_decoder()(input_ids=batch["input_ids"],
-                                    attention_mask=batch["attention_mask"],
-                                    use_cache=False).last_hidden_state
-        logits = base.get_output_embeddings()(hidden[rows, cols])
+    logits = _logits_at(model, batch["answer_rows"], batch["answer_cols"],
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     return torch.nn.functional.cross_entropy(logits.float(), batch["targets"])
 
 
