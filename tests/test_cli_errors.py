@@ -1,5 +1,7 @@
 """User mistakes end with exit code 2 and one line saying what to do, never a traceback."""
 
+import sys
+
 import pytest
 
 from harness.cli import main
@@ -56,3 +58,38 @@ def test_bad_ocean_data_directory_is_one_line(workdir, capsys, bench, content):
     assert main(argv) == 2
     err = [ln for ln in capsys.readouterr().err.strip().splitlines() if "mlflow.store.db" not in ln]
     assert len(err) == 1 and err[0].startswith("error:") and str(data) in err[0], err
+
+
+def test_sqlalchemy_shutdown_noise_is_dropped_and_nothing_else(monkeypatch):
+    """SQLAlchemy's weakref callback hashing a dead ref (``TypeError: weak object has gone
+    away``) used to print "Exception ignored in ..." after an interrupted command's last line;
+    the console script's hook drops that one and passes every other unraisable on."""
+    import gc
+    import weakref
+
+    from sqlalchemy.event import registry
+
+    from harness import entry
+
+    class Obj:
+        pass
+
+    def die(callback) -> None:
+        o = Obj()
+        ref = weakref.ref(o, callback)  # noqa: F841 (alive until o dies, then the callback runs)
+        del o
+        gc.collect()
+
+    def other(ref) -> None:
+        raise TypeError("weak object has gone away")
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.object))  # restored after
+    monkeypatch.setitem(registry._collection_to_key, object(), {})  # non-empty: `in` hashes
+    monkeypatch.setattr(sys, "argv", ["harness", "list"])
+    with pytest.raises(SystemExit):
+        entry.main()  # wraps the hook
+    die(registry._collection_gced)
+    assert seen == []
+    die(other)
+    assert seen == [other]
