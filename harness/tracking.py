@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import re
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -185,13 +190,42 @@ class _ReadOnlyClient:
         return getattr(self._real, name)
 
 
-def client(uri: str) -> Any:
-    """An ``MlflowClient`` for ``uri``; read-only on ranks other than 0."""
+@contextmanager
+def _store_init_lock(uri: str) -> Iterator[None]:
+    """One process at a time opens a local SQLite store.
+
+    Opening a store creates or migrates its tables; two processes doing so at once on a new
+    database fail (``duplicate column name``, alembic ``CommandError``): e.g. a run's process
+    and a script polling its progress. An exclusive ``flock`` on a lock file in the temporary
+    directory, named after the database's absolute path, serialises that step (never a lock
+    on the database file itself: closing another descriptor of it would drop SQLite's own
+    POSIX locks). Other URIs: no lock.
+    """
+    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
+    digest = hashlib.sha1(str(db).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"harness-mlflow-{digest}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _mlflow_client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
+    with _store_init_lock(uri):
+        return MlflowClient(tracking_uri=uri)  # opens the store: creates/migrates its tables
+
+
+def client(uri: str) -> Any:
+    """An ``MlflowClient`` for ``uri``; read-only on ranks other than 0."""
     if global_rank() == 0:
-        return MlflowClient(tracking_uri=uri)
-    return _ReadOnlyClient(lambda: MlflowClient(tracking_uri=uri))
+        return _mlflow_client(uri)
+    return _ReadOnlyClient(lambda: _mlflow_client(uri))
 
 
 def ensure_experiment(mlf: Any, name: str, uri: str) -> str:

@@ -101,6 +101,33 @@ def test_jobs_two_workers(workdir, capsys):
     assert "0 done, 8 skipped" in capsys.readouterr().out
 
 
+def _open_store(uri, barrier, results):
+    barrier.wait()  # every process opens the new store at the same moment
+    try:
+        tracking.client(uri).search_experiments()
+        results.put("ok")
+    except Exception as exc:  # the race: "duplicate column name", alembic's CommandError
+        results.put(f"{type(exc).__name__}: {str(exc)[:120]}")
+
+
+def test_processes_opening_a_new_sqlite_store_at_once(tmp_path):
+    """Opening a store creates its tables; without the lock in ``tracking.client`` three of
+    four processes opening a new SQLite database at once failed (a script polling a run's
+    progress while the run's process started hit it)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")  # harness.tracking is imported already: no re-import per child
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # without the lock this failed 3 times of 3
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_open_store, args=(uri, barrier, results)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert got == ["ok"] * 4, got
+
+
 @pytest.mark.skipif(postgres_bin() is None and not os.environ.get("CI"),
                     reason="PostgreSQL server not installed (.ci/run installs it)")
 def test_two_sweep_workers_share_a_postgres_study(workdir, mlflow_server):
