@@ -221,11 +221,11 @@ def _score_chunk_tree(model: torch.nn.Module, prompts: list[list[int]],
     prompt for each), under a 4-D mask where a candidate token sees the prompt and the
     earlier tokens of its own candidate only: one model call, the prompt encoded once, no
     per-candidate copy of its key/value cache. The head runs at the positions that predict
-    a candidate token only."""
+    a candidate token only. ``pairs`` holds each user's pairs contiguously (as
+    :func:`_chunks_tree` cuts them), so the rows' order is the pairs' order."""
     mine: dict[int, list[int]] = {}
     for u, j in pairs:
         mine.setdefault(u, []).append(j)
-    grouped = [(u, j) for u, js in mine.items() for j in js]  # the rows' order
     ids_rows, pos_rows, own_rows = [], [], []
     where_row: list[int] = []
     where_col: list[int] = []
@@ -265,11 +265,9 @@ def _score_chunk_tree(model: torch.nn.Module, prompts: list[list[int]],
                         position_ids=pos_t)
     logp = torch.log_softmax(logits, -1, dtype=torch.float32)
     tok = logp.gather(-1, torch.tensor(targets, device=device).unsqueeze(-1)).squeeze(-1)
-    lengths = torch.tensor([len(candidates[u][j]) for u, j in grouped], device=device)
-    which = torch.repeat_interleave(torch.arange(len(grouped), device=device), lengths)
-    out = torch.zeros(len(grouped), dtype=torch.float32, device=device).index_add(0, which, tok)
-    at = {x: k for k, x in enumerate(grouped)}
-    return out[torch.tensor([at[x] for x in pairs], device=device)]
+    lengths = torch.tensor([len(candidates[u][j]) for u, j in pairs], device=device)
+    which = torch.repeat_interleave(torch.arange(len(pairs), device=device), lengths)
+    return torch.zeros(len(pairs), dtype=torch.float32, device=device).index_add(0, which, tok)
 
 
 def score_candidates_batch(model: torch.nn.Module, prompts: list[list[int]],

@@ -291,8 +291,8 @@ def test_lm_loss_takes_the_plain_path_for_scaled_logits():
 @pytest.mark.parametrize("budget", [32768, 60, 1])  # one chunk; several; one user each
 def test_tree_layout_scores_equal_one_by_one(arch, budget):
     """layout="tree" (a user's prompt and all its candidates in one row, each candidate
-    masked to the prompt and itself) gives the one-user scores; with the candidates allowed
-    to see each other (the mask's own-candidate rule broken) it does not."""
+    masked to the prompt and itself) gives the one-user scores, whatever the chunking (the
+    broken-mask case is the next test)."""
     model = tiny_lm(arch, init=0.2)
     prompts, cands = ragged_users()
     tree = score_candidates_batch(model, prompts, cands, max_batch_tokens=budget, layout="tree")
